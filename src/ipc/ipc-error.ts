@@ -1,0 +1,36 @@
+/**
+ * Errors of the queue layer. `code` is the errno name where the kernel said no
+ * (EAGAIN, EIDRM, E2BIG, EACCES, ...) or one of the layer's own codes; `clientCode`
+ * is what a client should see when the failure reaches it.
+ */
+export class IpcError extends Error {
+  override readonly name: string = 'IpcError';
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly syscall?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+  /** Every queue failure that reaches a client means: not now, retry later. */
+  get clientCode(): 'UNAVAILABLE' {
+    return 'UNAVAILABLE';
+  }
+}
+
+/** The local send backlog is full: the queue has been full for too long. */
+export class BacklogFullError extends IpcError {
+  override readonly name = 'BacklogFullError';
+  constructor(messages: number, bytes: number) {
+    super('BACKLOG_FULL', `send backlog full (${messages} messages, ${bytes} bytes waiting for queue space)`);
+  }
+}
+
+/** The transport was closed, or its queue removed, before the send. */
+export class TransportClosedError extends IpcError {
+  override readonly name = 'TransportClosedError';
+  constructor(reason: string) {
+    super('TRANSPORT_CLOSED', `transport closed: ${reason}`);
+  }
+}
