@@ -34,8 +34,8 @@ export class RequestError extends IpcError {
   ) {
     super(code, message, undefined, options);
   }
-  override get clientCode(): 'UNAVAILABLE' {
-    return this.code as 'UNAVAILABLE';
+  override get clientCode(): 'TIMEOUT' | 'UNAVAILABLE' {
+    return this.code as 'TIMEOUT' | 'UNAVAILABLE';
   }
 }
 
@@ -98,7 +98,10 @@ export class Endpoint {
   private readonly batches = new Map<string, OpenBatch>();
   private flushScheduled = false;
   private readonly pending = new Map<number, Pending>();
-  /** Request ids in send order: timeouts are uniform per call site, so a FIFO sweep suffices. */
+  /**
+   * Request ids sorted by expiry, so the sweep stops at the first one still running. Usually
+   * an append (one timeout per call site); a shorter timeout after a longer one is inserted.
+   */
   private readonly expiry: { reqId: number; expires: number }[] = [];
   private expiryHead = 0;
   private nextReqId: number;
@@ -171,7 +174,7 @@ export class Endpoint {
         if (this.pending.delete(reqId)) reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: ${err.message}`, { cause: err }));
       };
       this.pending.set(reqId, { resolve, reject, expires });
-      this.expiry.push({ reqId, expires });
+      this.insertExpiry(reqId, expires);
       try {
         this.post(to, { kind, reqId, deadline: deadlineIn(timeoutMs), payload }, toIncarnation, fail);
       } catch (err) {
@@ -203,6 +206,22 @@ export class Endpoint {
     } catch (err) {
       for (const f of batch.onFail) f(err as Error);
     }
+  }
+
+  private insertExpiry(reqId: number, expires: number): void {
+    const q = this.expiry;
+    let lo = this.expiryHead;
+    let hi = q.length;
+    if (lo === hi || q[hi - 1]!.expires <= expires) {
+      q.push({ reqId, expires });
+      return;
+    }
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (q[mid]!.expires <= expires) lo = mid + 1;
+      else hi = mid;
+    }
+    q.splice(lo, 0, { reqId, expires });
   }
 
   private takeReqId(): number {

@@ -13,8 +13,8 @@ export class IpcError extends Error {
   ) {
     super(message, options);
   }
-  /** Every queue failure that reaches a client means: not now, retry later. */
-  get clientCode(): 'UNAVAILABLE' {
+  /** Every queue failure that reaches a client means: not now, retry later (RequestError adds TIMEOUT). */
+  get clientCode(): 'UNAVAILABLE' | 'TIMEOUT' {
     return 'UNAVAILABLE';
   }
 }
@@ -30,7 +30,16 @@ export class BacklogFullError extends IpcError {
 /** The transport was closed, or its queue removed, before the send. */
 export class TransportClosedError extends IpcError {
   override readonly name = 'TransportClosedError';
-  constructor(reason: string) {
-    super('TRANSPORT_CLOSED', `transport closed: ${reason}`);
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super('TRANSPORT_CLOSED', `transport closed: ${reason}`, undefined, options);
   }
+}
+
+/** A send failed because the queue is gone: removed (EIDRM), or its id no longer valid (EINVAL). */
+export const isQueueGone = (err: unknown): boolean =>
+  err instanceof IpcError && err.syscall === 'msgsnd' && (err.code === 'EIDRM' || err.code === 'EINVAL');
+
+/** mtype as msgsnd takes it: a positive integer. Checked before a message can enter a backlog. */
+export function checkMtype(mtype: number): void {
+  if (!(Number.isSafeInteger(mtype) && mtype >= 1)) throw new IpcError('EINVAL', `mtype ${mtype} must be a positive integer`);
 }

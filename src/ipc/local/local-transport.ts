@@ -1,4 +1,4 @@
-import { IpcError, TransportClosedError } from '../ipc-error';
+import { IpcError, TransportClosedError, checkMtype } from '../ipc-error';
 import { SendBacklog } from '../send-backlog';
 import type { BatchHandler, MessageTransport, QueueStat, ReceivedMessage, Receiver, ReceiverEnd, TransportCounters } from '../transport';
 
@@ -145,11 +145,15 @@ export class LocalTransport implements MessageTransport {
 
   send(mtype: number, body: Uint8Array): void {
     if (this.closed) throw new TransportClosedError('closed');
-    if (this.queue.removed) throw new IpcError('EIDRM', 'msgsnd failed: EIDRM (queue removed)', 'msgsnd');
+    if (this.queue.removed) {
+      this.backlog.close('queue removed');
+      throw new TransportClosedError('queue removed');
+    }
     if (body.byteLength > this.queue.maxMessageBytes) {
       throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
     }
     if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
+    checkMtype(mtype);
     this.backlog.send(mtype, body);
   }
 

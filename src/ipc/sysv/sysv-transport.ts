@@ -1,4 +1,4 @@
-import { IpcError, TransportClosedError } from '../ipc-error';
+import { IpcError, TransportClosedError, checkMtype, isQueueGone } from '../ipc-error';
 import { SendBacklog } from '../send-backlog';
 import type { BatchHandler, MessageTransport, QueueStat, Receiver, TransportCounters } from '../transport';
 import { SysvQueue } from './sysv-queue';
@@ -57,7 +57,14 @@ export class SysvTransport implements MessageTransport {
       throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
     }
     if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
-    this.backlog.send(mtype, body);
+    checkMtype(mtype);
+    try {
+      this.backlog.send(mtype, body);
+    } catch (err) {
+      if (!isQueueGone(err)) throw err;
+      this.backlog.close('queue removed');
+      throw new TransportClosedError('queue removed', { cause: err });
+    }
   }
 
   receive(mtype: number, onBatch: BatchHandler): Receiver {

@@ -1,0 +1,53 @@
+'use strict';
+/**
+ * PM2 apps of chatd-cluster: `pm2 start ecosystem.config.js` (or `npm start`).
+ * The configuration is validated here, before anything starts: a bad value stops the start
+ * with a message naming it. Each process validates it again at its own start.
+ */
+const path = require('node:path');
+const { loadConfig } = require('./dist/src/config');
+
+let config;
+try {
+  config = loadConfig(process.env);
+} catch (err) {
+  // PM2 prints this and starts nothing.
+  console.error(`chatd-cluster: ${err.message}`);
+  throw err;
+}
+
+const common = {
+  cwd: __dirname,
+  exec_mode: 'fork',
+  autorestart: true,
+  wait_ready: true,
+  listen_timeout: 10000,
+  kill_timeout: 5000,
+  min_uptime: 1000,
+  max_restarts: 50,
+  restart_delay: 100,
+  merge_logs: true,
+  time: false,
+  env: {
+    // Everything the processes read, as validated above (defaults filled in).
+    CHATD_HOST: config.chatdHost,
+    CHATD_PORT: String(config.chatdPort),
+    MQ_KEY: String(config.mqKey),
+    CHANNELD_SHARDS: String(config.shards),
+    CHANNELS: String(config.channels),
+  },
+};
+
+module.exports = {
+  apps: [
+    { ...common, name: 'gc', script: path.join(__dirname, 'dist/src/gc/main.js'), instances: 1 },
+    {
+      ...common,
+      name: 'channeld',
+      script: path.join(__dirname, 'dist/src/channeld/main.js'),
+      instances: config.shards,
+      instance_var: 'NODE_APP_INSTANCE',
+    },
+    { ...common, name: 'chatd', script: path.join(__dirname, 'dist/src/chatd/main.js'), instances: 1 },
+  ],
+};

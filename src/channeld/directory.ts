@@ -1,0 +1,113 @@
+import { normalizeName } from '../protocol/names';
+
+/** One online character, as its shard records it. */
+export interface DirectoryEntry {
+  /** The name as registered at login (what `find` gives back). */
+  readonly name: string;
+  readonly key: string;
+  channel: number;
+  /** The chatD that holds the connection: its mtype and incarnation, and its session id. */
+  readonly owner: number;
+  readonly ownerInc: number;
+  readonly session: number;
+}
+
+export type LoginOutcome = 'ok' | 'taken';
+
+/**
+ * A shard's part of the directory of online characters: a pure in-memory map, no I/O.
+ *
+ * An entry belongs to one session of one chatD incarnation. Since one mtype is held by one
+ * live process at a time, an entry whose owner mtype matches the asker but whose incarnation
+ * does not is left over from a chatD that died: it yields to the new one at once.
+ */
+export class Directory {
+  private readonly byKey = new Map<string, DirectoryEntry>();
+  private readonly byOwner = new Map<string, Set<string>>();
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  find(name: string): DirectoryEntry | undefined {
+    return this.byKey.get(normalizeName(name));
+  }
+
+  login(name: string, channel: number, owner: number, ownerInc: number, session: number): LoginOutcome {
+    const key = normalizeName(name);
+    const existing = this.byKey.get(key);
+    if (existing) {
+      const sameSession = existing.owner === owner && existing.ownerInc === ownerInc && existing.session === session;
+      if (sameSession) {
+        existing.channel = channel; // a retried login: idempotent
+        return 'ok';
+      }
+      const fromDeadIncarnation = existing.owner === owner && existing.ownerInc !== ownerInc;
+      if (!fromDeadIncarnation) return 'taken';
+      this.delete(existing);
+    }
+    this.insert({ name, key, channel, owner, ownerInc, session });
+    return 'ok';
+  }
+
+  /** Changes the channel of a session's entry; false when that session holds no entry. */
+  move(name: string, channel: number, owner: number, ownerInc: number, session: number): boolean {
+    const e = this.byKey.get(normalizeName(name));
+    if (!e || e.owner !== owner || e.ownerInc !== ownerInc || e.session !== session) return false;
+    e.channel = channel;
+    return true;
+  }
+
+  /** Removes a session's entry; false when there was none (idempotent). */
+  remove(name: string, owner: number, ownerInc: number, session: number): boolean {
+    const e = this.byKey.get(normalizeName(name));
+    if (!e || e.owner !== owner || e.ownerInc !== ownerInc || e.session !== session) return false;
+    this.delete(e);
+    return true;
+  }
+
+  /**
+   * Removes every entry of one chatD mtype: of incarnation `ownerInc`, or when that is 0,
+   * of every incarnation but `keep`. Returns how many went.
+   */
+  purge(owner: number, ownerInc: number, keep = 0): number {
+    let removed = 0;
+    for (const [ownerKey, keys] of this.byOwner) {
+      const [m, inc] = ownerKey.split(':').map(Number) as [number, number];
+      if (m !== owner) continue;
+      if (ownerInc !== 0 ? inc !== ownerInc : inc === keep) continue;
+      for (const key of keys) {
+        const e = this.byKey.get(key);
+        if (e) {
+          this.byKey.delete(key);
+          removed++;
+        }
+      }
+      this.byOwner.delete(ownerKey);
+    }
+    return removed;
+  }
+
+  /** Counts entries per owner (for status and tests). */
+  owners(): Map<string, number> {
+    return new Map([...this.byOwner].map(([k, v]) => [k, v.size]));
+  }
+
+  private insert(e: DirectoryEntry): void {
+    this.byKey.set(e.key, e);
+    const ok = `${e.owner}:${e.ownerInc}`;
+    let set = this.byOwner.get(ok);
+    if (!set) this.byOwner.set(ok, (set = new Set()));
+    set.add(e.key);
+  }
+
+  private delete(e: DirectoryEntry): void {
+    this.byKey.delete(e.key);
+    const ok = `${e.owner}:${e.ownerInc}`;
+    const set = this.byOwner.get(ok);
+    if (set) {
+      set.delete(e.key);
+      if (set.size === 0) this.byOwner.delete(ok);
+    }
+  }
+}

@@ -1,0 +1,206 @@
+import { Kind, Status, kindName } from '../cluster/kinds';
+import { EMPTY, decodePayload, encodePayload, type PayloadName, type PayloadTypes } from '../cluster/messages';
+import type { InboundRecord } from '../ipc/envelope';
+import type { Endpoint, ReplyFn } from '../ipc/endpoint';
+import { MTYPE_GC } from '../ipc/mtypes';
+import type { Logger } from '../log';
+import { shardFor } from '../protocol/shard-for';
+import { Directory } from './directory';
+
+export interface ShardServerOptions {
+  shard: number;
+  shards: number;
+  /** How long a restarted shard waits for chatDs to resend their sessions before it serves anyway. */
+  recoveryMs: number;
+  log: Logger;
+}
+
+/**
+ * One channelD shard: answers LOGIN, MOVE, REMOVE, FIND, PURGE and SYNC for the names that
+ * hash to it, on its own mtype.
+ *
+ * A shard starts `recovering`: it asks the collector which chatDs are alive (HELLO); the
+ * collector has them resend their sessions (SYNC). Until every one has (or recoveryMs has
+ * passed) the shard answers lookups and logins UNAVAILABLE rather than "offline" or "free",
+ * which could be wrong for a character still connected.
+ */
+export class ShardServer {
+  readonly directory = new Directory();
+  state: 'recovering' | 'live' = 'recovering';
+  private readonly waitingFor = new Set<string>();
+  /** Sessions removed while recovering, so that a SYNC crossing the REMOVE cannot revive them. */
+  private readonly tombstones = new Set<string>();
+  private recoveryTimer: NodeJS.Timeout | undefined;
+  private helloTimer: NodeJS.Timeout | undefined;
+  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0 };
+  private readonly log: Logger;
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    private readonly options: ShardServerOptions,
+  ) {
+    this.log = options.log;
+  }
+
+  start(): void {
+    this.endpoint.start((rec, reply) => this.onRecord(rec, reply));
+    this.recoveryTimer = setTimeout(() => {
+      if (this.state === 'recovering') {
+        this.log.warn({ waitingFor: [...this.waitingFor] }, 'recovery window over; serving without every resync');
+        this.goLive();
+      }
+    }, this.options.recoveryMs);
+    this.recoveryTimer.unref();
+    this.sayHello();
+  }
+
+  /** Resolves once the shard serves lookups. */
+  whenLive(): Promise<void> {
+    if (this.state === 'live') return Promise.resolve();
+    return new Promise((resolve) => this.liveWaiters.push(resolve));
+  }
+  private liveWaiters: (() => void)[] = [];
+
+  private sayHello(): void {
+    if (this.state !== 'recovering') return;
+    const hello = encodePayload('hello', { shard: this.options.shard });
+    this.endpoint.request(MTYPE_GC, Kind.HELLO, hello, 300).then(
+      (reply) => {
+        const r = reply.status === Status.OK ? decodePayload('helloReply', reply.payload) : undefined;
+        if (!r) return this.retryHello();
+        if (this.state !== 'recovering') return;
+        for (const [mtype, inc] of r.chatds) this.waitingFor.add(`${mtype}:${inc}`);
+        this.log.info({ chatds: r.chatds.length }, 'recovering: waiting for chatD resyncs');
+        if (this.waitingFor.size === 0) this.goLive();
+      },
+      () => this.retryHello(),
+    );
+  }
+
+  private retryHello(): void {
+    if (this.state !== 'recovering') return;
+    this.helloTimer = setTimeout(() => this.sayHello(), 100);
+    this.helloTimer.unref();
+  }
+
+  private goLive(): void {
+    if (this.state === 'live') return;
+    this.state = 'live';
+    this.tombstones.clear();
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.log.info({ entries: this.directory.size }, 'shard live');
+    for (const w of this.liveWaiters.splice(0)) w();
+  }
+
+  stop(): void {
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+  }
+
+  private onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
+    if (!reply) return; // every shard record is a request; one-way ones have no business here
+    this.counters.requests++;
+    try {
+      this.handle(rec, reply);
+    } catch (err) {
+      this.log.error({ err, kind: kindName(rec.kind) }, 'shard handler failed');
+      reply(Status.INTERNAL, EMPTY);
+    }
+  }
+
+  private decode<N extends PayloadName>(name: N, rec: InboundRecord, reply: ReplyFn): PayloadTypes[N] | undefined {
+    const p = decodePayload(name, rec.payload);
+    if (!p) {
+      this.counters.badRequests++;
+      reply(Status.BAD_REQUEST, EMPTY);
+    }
+    return p;
+  }
+
+  private mine(name: string, reply: ReplyFn): boolean {
+    if (shardFor(name, this.options.shards) === this.options.shard) return true;
+    // A sender with another CHANNELD_SHARDS: refuse rather than answer for names we don't own.
+    this.counters.wrongShard++;
+    reply(Status.BAD_REQUEST, EMPTY);
+    return false;
+  }
+
+  private unavailable(reply: ReplyFn): boolean {
+    if (this.state === 'live') return false;
+    this.counters.unavailable++;
+    reply(Status.UNAVAILABLE, EMPTY);
+    return true;
+  }
+
+  private handle(rec: InboundRecord, reply: ReplyFn): void {
+    const d = this.directory;
+    switch (rec.kind) {
+      case Kind.FIND: {
+        const p = this.decode('find', rec, reply);
+        if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
+        const e = d.find(p.name);
+        if (!e) return reply(Status.NOT_FOUND, EMPTY);
+        return reply(Status.OK, encodePayload('findReply', { name: e.name, channel: e.channel, owner: e.owner, ownerInc: e.ownerInc }));
+      }
+      case Kind.LOGIN: {
+        const p = this.decode('login', rec, reply);
+        if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
+        const outcome = d.login(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
+        return reply(outcome === 'ok' ? Status.OK : Status.NAME_TAKEN, EMPTY);
+      }
+      case Kind.MOVE: {
+        const p = this.decode('move', rec, reply);
+        if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
+        const ok = d.move(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
+        return reply(ok ? Status.OK : Status.NOT_FOUND, EMPTY);
+      }
+      case Kind.REMOVE: {
+        const p = this.decode('remove', rec, reply);
+        if (!p || !this.mine(p.name, reply)) return;
+        const removed = d.remove(p.name, p.owner, p.ownerInc, p.session);
+        if (this.state === 'recovering') this.tombstones.add(`${p.owner}:${p.ownerInc}:${p.session}`);
+        return reply(Status.OK, encodePayload('count', { count: removed ? 1 : 0 }));
+      }
+      case Kind.PURGE: {
+        const p = this.decode('purge', rec, reply);
+        if (!p) return;
+        const count = d.purge(p.owner, p.ownerInc, p.keep ?? 0);
+        if (count > 0) this.log.info({ owner: p.owner, ownerInc: p.ownerInc, count }, 'purged entries of a chatD incarnation');
+        return reply(Status.OK, encodePayload('count', { count }));
+      }
+      case Kind.SYNC: {
+        const p = this.decode('sync', rec, reply);
+        if (!p) return;
+        let count = 0;
+        let conflicts = 0;
+        for (const [name, session, channel] of p.entries) {
+          if (shardFor(name, this.options.shards) !== this.options.shard) continue;
+          if (this.tombstones.has(`${rec.from}:${rec.fromIncarnation}:${session}`)) continue;
+          if (d.login(name, channel, rec.from, rec.fromIncarnation, session) === 'ok') count++;
+          else conflicts++;
+        }
+        if (p.last) {
+          this.waitingFor.delete(`${rec.from}:${rec.fromIncarnation}`);
+          if (this.state === 'recovering' && this.waitingFor.size === 0) this.goLive();
+        }
+        return reply(Status.OK, encodePayload('count', { count, conflicts }));
+      }
+      case Kind.STATUS:
+        return reply(
+          Status.OK,
+          encodePayload('status', {
+            role: 'channeld',
+            shard: this.options.shard,
+            state: this.state,
+            entries: d.size,
+            counters: { ...this.counters },
+            endpoint: { ...this.endpoint.counters },
+          }),
+        );
+      default:
+        this.counters.badRequests++;
+        return reply(Status.BAD_REQUEST, EMPTY);
+    }
+  }
+}

@@ -1,0 +1,287 @@
+import { Kind, Status } from '../cluster/kinds';
+import { EMPTY, decodePayload, encodePayload } from '../cluster/messages';
+import { ClientError, ClientErrorCode, toClientCode } from '../errors';
+import type { InboundRecord } from '../ipc/envelope';
+import type { Endpoint, ReplyFn } from '../ipc/endpoint';
+import { RequestError } from '../ipc/endpoint';
+import type { Logger } from '../log';
+import type { ClientRequest } from '../protocol/client-request';
+import { normalizeName } from '../protocol/names';
+import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
+import type { RequestValidator } from '../protocol/request-validator';
+import { parseSlashCommand, type Lang } from '../protocol/slash-command';
+import { channelText, findText, whisperSentText, type FindResult } from '../protocol/texts';
+import type { ClientConnection, ConnectionHandler } from './client-connection';
+import type { SessionReaper } from './session-reaper';
+import type { Session, SessionTable } from './session';
+import type { ShardClient } from './shard-client';
+
+export interface ChatServiceOptions {
+  channels: number;
+  requestTimeoutMs: number;
+}
+
+type Fields = Record<string, unknown>;
+
+/**
+ * The ops of PROTOCOL.md, for every connection of this chatD. Each request gets exactly one
+ * reply: handlers return the success fields or throw a ClientError, and `onFrame` turns
+ * either into the one reply.
+ */
+export class ChatService implements ConnectionHandler {
+  private nextSessionId = 1;
+  readonly counters = { requests: 0, rateLimited: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    private readonly shards: ShardClient,
+    private readonly sessions: SessionTable,
+    private readonly reaper: SessionReaper,
+    private readonly validate: RequestValidator,
+    private readonly options: ChatServiceOptions,
+    private readonly log: Logger,
+  ) {}
+
+  onFrame(conn: ClientConnection, frame: Record<string, unknown>): void {
+    this.counters.requests++;
+    const v = this.validate(frame);
+    if (!v.ok) {
+      this.counters.badRequests++;
+      conn.reply(errorReply(v.op, v.id, ClientErrorCode.BAD_REQUEST, v.message));
+      return;
+    }
+    const req = v.request;
+    if (!conn.takeToken()) {
+      this.counters.rateLimited++;
+      conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests; slow down'));
+      return;
+    }
+    conn.requestStarted();
+    let result: Fields | Promise<Fields>;
+    try {
+      result = this.dispatch(conn, req);
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    if (!(result instanceof Promise)) {
+      conn.requestDone();
+      this.finish(conn, req, result);
+      return;
+    }
+    result.then(
+      (fields) => {
+        conn.requestDone();
+        this.finish(conn, req, fields);
+      },
+      (err: unknown) => {
+        conn.requestDone();
+        const code = toClientCode(err);
+        if (code === ClientErrorCode.INTERNAL) {
+          this.counters.internalErrors++;
+          this.log.error({ err, op: req.op }, 'request failed');
+        }
+        const message = err instanceof ClientError ? err.message : 'internal error';
+        conn.reply(errorReply(req.op, req.id, code, message));
+      },
+    );
+  }
+
+  private finish(conn: ClientConnection, req: ClientRequest, fields: Fields): void {
+    conn.reply(okReply(req.op, req.id, fields));
+    if (req.op === 'logout') conn.end();
+  }
+
+  private dispatch(conn: ClientConnection, req: ClientRequest): Fields | Promise<Fields> {
+    switch (req.op) {
+      case 'ping':
+        return {};
+      case 'login':
+        return this.login(conn, req.name, req.channel);
+    }
+    const s = conn.session;
+    if (!s) throw new ClientError(ClientErrorCode.NOT_LOGGED_IN, 'log in first');
+    switch (req.op) {
+      case 'find':
+        return this.find(req.name);
+      case 'chat':
+        return this.chat(s, req.text);
+      case 'whisper':
+        return this.whisper(s, req.to, req.text).then(() => ({}));
+      case 'move':
+        return this.move(s, req.channel).then(() => ({ channel: s.channel }));
+      case 'logout':
+        return this.logout(conn, s);
+    }
+  }
+
+  private async login(conn: ClientConnection, name: string, channel: number): Promise<Fields> {
+    if (conn.session || conn.pendingLogin !== undefined) throw new ClientError(ClientErrorCode.ALREADY_LOGGED_IN, 'this connection has a character already');
+    const id = this.takeSessionId();
+    conn.pendingLogin = id;
+    try {
+      await this.shards.login(name, id, channel);
+    } catch (err) {
+      conn.pendingLogin = undefined;
+      // No answer in time: the shard may have recorded it all the same. Take it back.
+      if (err instanceof ClientError && err.code === ClientErrorCode.TIMEOUT) void this.reaper.end(name, id);
+      throw err;
+    }
+    conn.pendingLogin = undefined;
+    if (conn.closed) {
+      // The client left while its login was in flight: the shard has it, so end it.
+      void this.reaper.end(name, id);
+      throw new ClientError(ClientErrorCode.UNAVAILABLE, 'connection closed');
+    }
+    const session: Session = { id, name, key: normalizeName(name), channel, conn };
+    conn.session = session;
+    this.sessions.add(session);
+    return { name, channel };
+  }
+
+  private async find(name: string): Promise<Fields> {
+    const r = await this.lookup(name);
+    return r.online ? { name: r.name, online: true, channel: r.channel } : { name, online: false };
+  }
+
+  private async lookup(name: string): Promise<FindResult & { owner?: number }> {
+    const r = await this.shards.find(name);
+    return r.online ? { name: r.name, online: true, channel: r.channel, owner: r.owner } : { name, online: false };
+  }
+
+  private chat(s: Session, text: string): Fields | Promise<Fields> {
+    if (!text.startsWith('/')) {
+      const push = messagePush(s.name, s.channel, text);
+      for (const other of this.sessions.inChannel(s.channel)) if (other !== s) other.conn.push(push);
+      return {};
+    }
+    const cmd = parseSlashCommand(text);
+    switch (cmd.kind) {
+      case 'error':
+        throw new ClientError(cmd.code, cmd.message);
+      case 'find':
+        return this.lookup(cmd.name).then((r) => {
+          const result: FindResult = r.online ? { name: r.name, online: true, channel: r.channel! } : { name: cmd.name, online: false };
+          return { command: 'find', result, text: findText(cmd.lang, result) };
+        });
+      case 'whisper':
+        return this.whisper(s, cmd.to, cmd.text, cmd.lang).then((text) => ({ command: 'whisper', text }));
+      case 'channel':
+        if (cmd.channel > this.options.channels) {
+          throw new ClientError(ClientErrorCode.BAD_REQUEST, cmd.lang === 'ko' ? `채널은 1부터 ${this.options.channels}까지입니다.` : `channel must be from 1 to ${this.options.channels}`);
+        }
+        return this.move(s, cmd.channel).then(() => ({ command: 'channel', result: { channel: s.channel }, text: channelText(cmd.lang, s.channel) }));
+    }
+  }
+
+  /** Delivers a whisper: locally when the target is here, else through the chatD that holds it. */
+  private async whisper(s: Session, to: string, text: string, lang: Lang = 'en'): Promise<string> {
+    if ([...text].length > 500) throw new ClientError(ClientErrorCode.BAD_REQUEST, 'text: must be 1-500 characters');
+    const local = this.sessions.get(normalizeName(to));
+    if (local) {
+      local.conn.push(whisperPush(s.name, text));
+      return whisperSentText(lang, local.name);
+    }
+    const r = await this.lookup(to);
+    if (!r.online || r.owner === undefined || r.owner === this.endpoint.mtype) {
+      throw new ClientError(ClientErrorCode.NOT_FOUND, lang === 'ko' ? `${to}님을 찾을 수 없습니다.` : `${to} is not online`);
+    }
+    try {
+      const reply = await this.endpoint.request(r.owner, Kind.WHISPER, encodePayload('whisper', { to, from: s.name, text }), this.options.requestTimeoutMs);
+      if (reply.status === Status.NOT_FOUND) throw new ClientError(ClientErrorCode.NOT_FOUND, `${to} is not online`);
+      if (reply.status !== Status.OK) throw new ClientError(ClientErrorCode.UNAVAILABLE, 'whisper could not be delivered; retry later');
+    } catch (err) {
+      if (err instanceof RequestError) {
+        throw new ClientError(err.code === 'TIMEOUT' ? ClientErrorCode.TIMEOUT : ClientErrorCode.UNAVAILABLE, 'whisper could not be delivered', { cause: err });
+      }
+      throw err;
+    }
+    this.counters.whispersForwarded++;
+    return whisperSentText(lang, r.name);
+  }
+
+  private async move(s: Session, channel: number): Promise<void> {
+    await this.shards.move(s.name, s.id, channel);
+    if (s.conn.session === s) this.sessions.move(s, channel);
+  }
+
+  private async logout(conn: ClientConnection, s: Session): Promise<Fields> {
+    conn.session = undefined;
+    this.sessions.delete(s);
+    const gone = await this.reaper.end(s.name, s.id);
+    if (!gone) {
+      conn.end();
+      throw new ClientError(ClientErrorCode.UNAVAILABLE, 'logout could not be confirmed; the character goes offline shortly');
+    }
+    return {};
+  }
+
+  onClose(conn: ClientConnection): void {
+    const s = conn.session;
+    if (!s) return;
+    conn.session = undefined;
+    this.sessions.delete(s);
+    void this.reaper.end(s.name, s.id);
+  }
+
+  /** Records from other processes addressed to this chatD. */
+  onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
+    if (rec.kind === Kind.WHISPER && reply) {
+      const p = decodePayload('whisper', rec.payload);
+      if (!p) return reply(Status.BAD_REQUEST, EMPTY);
+      const target = this.sessions.get(normalizeName(p.to));
+      if (!target) return reply(Status.NOT_FOUND, EMPTY);
+      target.conn.push(whisperPush(p.from, p.text));
+      return reply(Status.OK, EMPTY);
+    }
+    if (rec.kind === Kind.RESYNC) {
+      const p = decodePayload('resync', rec.payload);
+      if (p) void this.resync(p.shard);
+      return;
+    }
+    if (rec.kind === Kind.STATUS && reply) {
+      return reply(Status.OK, encodePayload('status', this.status()));
+    }
+    if (reply) reply(Status.BAD_REQUEST, EMPTY);
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      role: 'chatd',
+      sessions: this.sessions.size,
+      ending: this.reaper.ending.size,
+      counters: { ...this.counters },
+      reaper: { ...this.reaper.counters },
+      endpoint: { ...this.endpoint.counters },
+      pendingRequests: this.endpoint.pendingRequests,
+    };
+  }
+
+  /** Resends this chatD's live sessions of one shard to it, after it restarted empty. */
+  async resync(shard: number): Promise<void> {
+    const entries: [string, number, number][] = [];
+    for (const s of this.sessions.all()) if (this.shards.shardOf(s.name) === shard) entries.push([s.name, s.id, s.channel]);
+    const chunk = 64; // 64 entries stay well inside one envelope record
+    try {
+      for (let i = 0; i < entries.length || i === 0; i += chunk) {
+        const part = entries.slice(i, i + chunk);
+        await this.shards.sync(shard, part, i + chunk >= entries.length);
+      }
+      this.log.info({ shard, entries: entries.length }, 'resynced shard');
+    } catch (err) {
+      this.log.warn({ err, shard }, 'resync failed');
+    }
+  }
+
+  /** Removes entries a previous incarnation of this chatD left on every shard. */
+  async purgeEarlierIncarnations(): Promise<number> {
+    const counts = await Promise.allSettled(Array.from({ length: this.shards.shards }, (_, i) => this.shards.purge(i, this.endpoint.incarnation)));
+    return counts.reduce((n, c) => n + (c.status === 'fulfilled' ? c.value : 0), 0);
+  }
+
+  private takeSessionId(): number {
+    const id = this.nextSessionId;
+    this.nextSessionId = id >= 0xffff_fffe ? 1 : id + 1;
+    return id;
+  }
+}
+

@@ -1,0 +1,76 @@
+import Ajv, { type ValidateFunction } from 'ajv';
+import { loadSchema } from '../schemas';
+
+/** Payload types of the cluster's records (schemas/cluster-messages.json). */
+export interface LoginPayload { name: string; session: number; channel: number }
+export type MovePayload = LoginPayload;
+export interface RemovePayload { name: string; session: number; owner: number; ownerInc: number }
+export interface FindPayload { name: string }
+export interface FindReplyPayload { name: string; channel: number; owner: number; ownerInc: number }
+export interface PurgePayload { owner: number; ownerInc: number; keep?: number }
+export interface CountPayload { count: number; conflicts?: number }
+export interface SyncPayload { entries: [string, number, number][]; last: boolean }
+export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number }
+export interface HelloPayload { shard: number }
+export interface HelloReplyPayload { chatds: [number, number][] }
+export interface ResyncPayload { shard: number; shardInc: number }
+export interface SessionEndPayload { name: string; session: number }
+export interface WhisperPayload { to: string; from: string; text: string }
+export interface MembershipPayload { shards: [number, number][] }
+export type EmptyPayload = Record<string, never>;
+export type StatusPayload = Record<string, unknown>;
+
+export interface PayloadTypes {
+  login: LoginPayload;
+  move: MovePayload;
+  remove: RemovePayload;
+  find: FindPayload;
+  findReply: FindReplyPayload;
+  purge: PurgePayload;
+  count: CountPayload;
+  sync: SyncPayload;
+  heartbeat: HeartbeatPayload;
+  hello: HelloPayload;
+  helloReply: HelloReplyPayload;
+  resync: ResyncPayload;
+  sessionEnd: SessionEndPayload;
+  whisper: WhisperPayload;
+  membership: MembershipPayload;
+  empty: EmptyPayload;
+  status: StatusPayload;
+}
+export type PayloadName = keyof PayloadTypes;
+
+const validators = new Map<PayloadName, ValidateFunction>();
+let ajv: Ajv | undefined;
+
+function validatorFor(name: PayloadName): ValidateFunction {
+  let v = validators.get(name);
+  if (!v) {
+    if (!ajv) {
+      ajv = new Ajv({ strict: true, allErrors: false });
+      ajv.addSchema(loadSchema('cluster-messages.json'));
+    }
+    v = ajv.getSchema(`chatd-cluster/cluster-messages.json#/definitions/${name}`);
+    if (!v) throw new Error(`no schema for payload ${name}`);
+    validators.set(name, v);
+  }
+  return v;
+}
+
+export function encodePayload<N extends PayloadName>(_name: N, value: PayloadTypes[N]): Buffer {
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+/** Parses and validates; undefined for anything that is not a valid payload of that name. */
+export function decodePayload<N extends PayloadName>(name: N, bytes: Uint8Array): PayloadTypes[N] | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  return validatorFor(name)(value) ? (value as PayloadTypes[N]) : undefined;
+}
+
+export const EMPTY = Buffer.alloc(0);

@@ -1,0 +1,88 @@
+import Ajv from 'ajv';
+import { ConfigError } from './errors';
+import { loadSchema } from './schemas';
+
+/**
+ * The cluster's configuration: read from the environment once, validated against
+ * schemas/config.json (which holds the defaults), then frozen. A bad value is a ConfigError
+ * that names every offending variable; the process does not start.
+ */
+export interface Config {
+  readonly chatdHost: string;
+  readonly chatdPort: number;
+  readonly mqKey: number;
+  readonly mqMode: number;
+  readonly mqBatchBytes: number;
+  /** msg_qbytes asked for at start (0: leave the kernel default). Needs CAP_SYS_RESOURCE above msgmnb. */
+  readonly mqCapacityBytes: number;
+  readonly shards: number;
+  readonly channels: number;
+  readonly maxFrameBytes: number;
+  readonly maxConnections: number;
+  readonly requestTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly ratePerSec: number;
+  readonly rateBurst: number;
+  readonly writeBufferBytes: number;
+  readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+  readonly shardRecoveryMs: number;
+  readonly logLevel: string;
+}
+
+export const CONFIG_VARIABLES = Object.freeze(Object.keys(loadSchema('config.json').properties as object));
+
+let validate: ReturnType<Ajv['compile']> | undefined;
+
+export function parseMqKey(text: string): number {
+  const v = /^0x/i.test(text) ? Number.parseInt(text.slice(2), 16) : Number.parseInt(text, 10);
+  return v;
+}
+
+/** Reads, validates and freezes. Unknown variables are ignored; only ours are read. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  if (!validate) {
+    const ajv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true, strict: true });
+    validate = ajv.compile(loadSchema('config.json'));
+  }
+  const raw: Record<string, unknown> = {};
+  for (const name of CONFIG_VARIABLES) {
+    const value = env[name];
+    if (value !== undefined && value !== '') raw[name] = value.trim();
+  }
+  const problems: string[] = [];
+  if (!validate(raw)) {
+    for (const e of validate.errors ?? []) {
+      const name = e.instancePath.replace(/^\//, '') || String(e.params?.additionalProperty ?? '');
+      problems.push(`${name}=${JSON.stringify(env[name] ?? '')}: ${e.message ?? 'invalid'}`);
+    }
+  }
+  const mqKey = parseMqKey(String(raw.MQ_KEY ?? '1234'));
+  if (problems.length === 0 && !(mqKey >= 1 && mqKey <= 0x7fffffff)) {
+    problems.push(`MQ_KEY=${JSON.stringify(env.MQ_KEY)}: must be a SysV key from 1 to 0x7fffffff (decimal or 0x hex)`);
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`, problems);
+  }
+  return Object.freeze({
+    chatdHost: raw.CHATD_HOST as string,
+    chatdPort: raw.CHATD_PORT as number,
+    mqKey,
+    mqMode: Number.parseInt(raw.MQ_MODE as string, 8),
+    mqBatchBytes: raw.MQ_BATCH_BYTES as number,
+    mqCapacityBytes: raw.MQ_CAPACITY_BYTES as number,
+    shards: raw.CHANNELD_SHARDS as number,
+    channels: raw.CHANNELS as number,
+    maxFrameBytes: raw.CHATD_MAX_FRAME as number,
+    maxConnections: raw.CHATD_MAX_CONNECTIONS as number,
+    requestTimeoutMs: raw.CHATD_REQUEST_TIMEOUT_MS as number,
+    idleTimeoutMs: raw.CHATD_IDLE_TIMEOUT_MS as number,
+    ratePerSec: raw.CHATD_RATE_PER_SEC as number,
+    rateBurst: raw.CHATD_RATE_BURST as number,
+    writeBufferBytes: raw.CHATD_WRITE_BUFFER_BYTES as number,
+    heartbeatMs: raw.HEARTBEAT_MS as number,
+    deadAfterMs: raw.DEAD_AFTER_MS as number,
+    shardRecoveryMs: raw.SHARD_RECOVERY_MS as number,
+    logLevel: raw.LOG_LEVEL as string,
+  });
+}

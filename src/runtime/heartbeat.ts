@@ -1,0 +1,62 @@
+import { Kind, Status } from '../cluster/kinds';
+import { decodePayload, encodePayload, type HeartbeatPayload, type MembershipPayload } from '../cluster/messages';
+import type { Endpoint } from '../ipc/endpoint';
+import { MTYPE_GC } from '../ipc/mtypes';
+
+/**
+ * Tells the collector we are alive, every `intervalMs`; the envelope carries our mtype and
+ * incarnation, the reply carries the collector's view of which shards are alive.
+ *
+ * A heartbeat is a request, and at most one is outstanding: while the collector is down,
+ * each process leaves at most one (expiring) message in its mailbox instead of one per
+ * interval, so a dead collector cannot fill the shared queue.
+ */
+export class Heartbeat {
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight = false;
+  private readonly body: Buffer;
+  /** Wall-clock ms of the last reply from the collector (0: never). */
+  lastReplyAt = 0;
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    payload: Omit<HeartbeatPayload, 'pid'>,
+    private readonly intervalMs: number,
+    private readonly onMembership?: (m: MembershipPayload) => void,
+  ) {
+    this.body = encodePayload('heartbeat', { ...payload, pid: process.pid });
+  }
+
+  start(): void {
+    this.beat();
+    this.timer = setInterval(() => this.beat(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Whether the collector answered recently. */
+  collectorAlive(withinMs: number): boolean {
+    return Date.now() - this.lastReplyAt <= withinMs;
+  }
+
+  private beat(): void {
+    if (this.inFlight) return;
+    this.inFlight = true;
+    this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, this.body, Math.max(this.intervalMs * 4, 1000)).then(
+      (reply) => {
+        this.inFlight = false;
+        if (reply.status !== Status.OK) return;
+        this.lastReplyAt = Date.now();
+        const m = decodePayload('membership', reply.payload);
+        if (m && this.onMembership) this.onMembership(m);
+      },
+      () => {
+        this.inFlight = false;
+      },
+    );
+  }
+}

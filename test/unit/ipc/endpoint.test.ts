@@ -1,0 +1,286 @@
+import { expect } from 'chai';
+import {
+  BacklogFullError,
+  Endpoint,
+  RequestError,
+  TransportClosedError,
+  deadlineIn,
+  encodeEnvelope,
+  newIncarnation,
+  type InboundRecord,
+  type MessageTransport,
+  type RecordHandler,
+  type Reply,
+} from '../../../src/ipc';
+import { useQueues } from '../../helpers/queues';
+import { localImpl, sysvImpl, type Rig } from '../../helpers/transports';
+import { waitFor, withTimeout } from '../../helpers/wait';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const ASKER = 1000; // a chatD's mtype
+const SERVER = 100; // a shard's mtype
+const NOBODY = 4242; // an mtype nobody receives
+const KIND_ECHO = 5;
+
+/** The rejection of `p`, which must reject. */
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+async function expectRequestError(p: Promise<unknown>, code: 'TIMEOUT' | 'UNAVAILABLE'): Promise<RequestError> {
+  const err = await rejection(p);
+  expect(err).to.be.instanceOf(RequestError);
+  expect((err as RequestError).code).to.equal(code);
+  expect((err as RequestError).clientCode).to.equal(code); // PROTOCOL.md has both codes
+  return err as RequestError;
+}
+
+/** Answers KIND_ECHO requests with "re:" + payload; records everything it is handed. */
+function echoHandler(seen: InboundRecord[] = []): RecordHandler {
+  return (rec, reply) => {
+    seen.push(rec);
+    if (reply) reply(0, Buffer.concat([Buffer.from('re:'), rec.payload]));
+  };
+}
+
+describe('ipc/endpoint over LocalTransport', function () {
+  this.timeout(10_000);
+  const scope = useQueues(); // first: endpoints close before the transports under them
+  const rig = localImpl.setup();
+
+  function endpoint(transport: MessageTransport, mtype: number, incarnation = newIncarnation()): Endpoint {
+    return scope.track(new Endpoint(transport, { mtype, incarnation, maxBatchBytes: 8192, timeoutSweepMs: 5 }));
+  }
+
+  /** An asker and a server endpoint, each on its own transport (two processes). */
+  function pair(options?: Parameters<typeof rig>[1]): { r: Rig; asker: Endpoint; server: Endpoint } {
+    const r = rig(2, options);
+    const asker = endpoint(r.transports[0]!, ASKER);
+    asker.start(() => {});
+    const server = endpoint(r.transports[1]!, SERVER);
+    return { r, asker, server };
+  }
+
+  it('request/reply - the handler answers and the asker gets status, payload and sender', async () => {
+    const { asker, server } = pair();
+    const seen: InboundRecord[] = [];
+    server.start(echoHandler(seen));
+    const reply = await asker.request(SERVER, KIND_ECHO, Buffer.from('ping'), 2000);
+    expect(reply.status).to.equal(0);
+    expect(reply.payload.toString()).to.equal('re:ping');
+    expect(reply).to.include({ from: SERVER, fromIncarnation: server.incarnation });
+    expect(seen).to.have.length(1);
+    expect(seen[0]).to.include({ kind: KIND_ECHO, from: ASKER, fromIncarnation: asker.incarnation });
+    expect(seen[0]!.reqId).to.not.equal(0);
+    expect(asker.counters).to.include({ requestsSent: 1, repliesReceived: 1, timeouts: 0, late: 0 });
+    expect(asker.pendingRequests).to.equal(0);
+  });
+
+  it('request/reply - an error status resolves (it is an answer), and many requests match their own replies', async () => {
+    const { asker, server } = pair();
+    server.start((rec, reply) => reply!(rec.payload[0]! % 7, rec.payload));
+    const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => asker.request(SERVER, KIND_ECHO, Buffer.from([i]), 2000)));
+    replies.forEach((r: Reply, i) => {
+      expect(r.payload[0]).to.equal(i);
+      expect(r.status).to.equal(i % 7);
+    });
+  });
+
+  it('post - one-way records reach the handler without a reply function', async () => {
+    const { asker, server } = pair();
+    const got: [InboundRecord, unknown][] = [];
+    server.start((rec, reply) => got.push([rec, reply]));
+    asker.post(SERVER, { kind: 9, payload: Buffer.from('fire and forget') });
+    await waitFor(() => got.length === 1, 2000);
+    expect(got[0]![0]).to.include({ kind: 9, reqId: 0 });
+    expect(got[0]![0].payload.toString()).to.equal('fire and forget');
+    expect(got[0]![1]).to.equal(undefined);
+  });
+
+  it('batching - 1,000 requests in one turn travel in a few envelopes, and so do their replies', async () => {
+    const { asker, server } = pair();
+    server.start(echoHandler());
+    const n = 1000;
+    const all = Promise.all(Array.from({ length: n }, (_, i) => asker.request(SERVER, KIND_ECHO, Buffer.from(`q${i}`), 5000)));
+    const replies = await all;
+    expect(replies.map((r) => r.payload.toString())).to.deep.equal(Array.from({ length: n }, (_, i) => `re:q${i}`));
+    expect(asker.counters.recordsSent).to.equal(n);
+    // ~20 bytes a record, 8 KiB an envelope: 3 envelopes would do.
+    expect(asker.counters.envelopesSent).to.be.at.least(2).and.at.most(10);
+    expect(server.counters.recordsSent).to.equal(n);
+    expect(server.counters.envelopesSent).to.be.at.most(20);
+  });
+
+  it('timeout - TIMEOUT when nobody answers', async () => {
+    const { asker } = pair();
+    const start = Date.now();
+    await expectRequestError(asker.request(NOBODY, KIND_ECHO, Buffer.from('hello?'), 100), 'TIMEOUT');
+    expect(Date.now() - start).to.be.within(90, 1000);
+    expect(asker.counters.timeouts).to.equal(1);
+    expect(asker.pendingRequests).to.equal(0);
+  });
+
+  it('timeout - a short timeout is not held up by an earlier, longer one', async () => {
+    const { asker } = pair();
+    const long = asker.request(NOBODY, KIND_ECHO, Buffer.from('slow'), 5000);
+    long.catch(() => {}); // rejected with UNAVAILABLE when the endpoint closes at cleanup
+    const start = Date.now();
+    await expectRequestError(asker.request(NOBODY, KIND_ECHO, Buffer.from('fast'), 100), 'TIMEOUT');
+    expect(Date.now() - start).to.be.below(1000);
+    expect(asker.pendingRequests).to.equal(1);
+  });
+
+  it('late reply - a reply after the timeout is dropped and counted in late', async () => {
+    const { asker, server } = pair();
+    server.start((rec, reply) => {
+      if (rec.payload.toString() === 'slow') setTimeout(() => reply!(0, Buffer.from('too late')), 150);
+      else reply!(0, Buffer.from('quick'));
+    });
+    await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('slow'), 50), 'TIMEOUT');
+    await waitFor(() => asker.counters.late === 1, 2000, 5, 'late reply counted');
+    expect(asker.counters.repliesReceived).to.equal(0);
+    // The endpoint goes on working.
+    const r = await asker.request(SERVER, KIND_ECHO, Buffer.from('again'), 1000);
+    expect(r.payload.toString()).to.equal('quick');
+    expect(asker.counters.late).to.equal(1);
+  });
+
+  it('garbage - foreign, truncated and random bodies are counted and dropped; the endpoint keeps working', async () => {
+    const { r, asker, server } = pair();
+    const seen: InboundRecord[] = [];
+    server.start(echoHandler(seen));
+    const valid = encodeEnvelope({ from: ASKER, fromIncarnation: asker.incarnation, toIncarnation: 0 }, [
+      { kind: KIND_ECHO, reqId: 1, deadline: deadlineIn(5000), payload: Buffer.from('whole') },
+    ]);
+    const bodies = [
+      Buffer.from('CHAT hello\0'), // a legacy text line
+      valid.subarray(0, valid.length - 1), // truncated
+      valid.subarray(0, 25),
+      Buffer.alloc(500, 0xff),
+      Buffer.from([0xd1, 0xc7, 9, 0]), // magic, bad version, short
+    ];
+    for (const b of bodies) expect(r.rawSend(SERVER, b)).to.equal(true);
+    const reply = await asker.request(SERVER, KIND_ECHO, Buffer.from('still there?'), 2000);
+    expect(reply.payload.toString()).to.equal('re:still there?');
+    expect(server.counters.garbage).to.equal(bodies.length);
+    expect(seen).to.have.length(1);
+  });
+
+  it('stale - envelopes for another incarnation are dropped and counted; 0 and our own get through', async () => {
+    const { asker, server } = pair();
+    const seen: InboundRecord[] = [];
+    server.start(echoHandler(seen));
+    const other = server.incarnation === 1 ? 2 : server.incarnation - 1;
+    asker.post(SERVER, { kind: 9, payload: Buffer.from('to a previous life') }, other);
+    asker.post(SERVER, { kind: 9, payload: Buffer.from('to whoever') }, 0);
+    asker.post(SERVER, { kind: 9, payload: Buffer.from('to you') }, server.incarnation);
+    await waitFor(() => seen.length === 2 && server.counters.stale === 1, 2000, 5, 'two delivered, one stale');
+    expect(seen.map((s) => s.payload.toString())).to.have.members(['to whoever', 'to you']);
+  });
+
+  it('stale - a reply meant for the previous start of a process is not taken by the new one', async () => {
+    const r = rig(3);
+    const server = endpoint(r.transports[0]!, SERVER);
+    server.start((_rec, reply) => setTimeout(() => reply!(0, Buffer.from('for the old one')), 100));
+    const old = endpoint(r.transports[1]!, ASKER);
+    old.start(() => {});
+    const pending = old.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000);
+    await waitFor(() => server.counters.envelopesSent === 0 && old.counters.envelopesSent === 1, 1000);
+    await sleep(20);
+    await old.close(); // the process restarts with a new incarnation on the same mtype
+    await expectRequestError(pending, 'UNAVAILABLE');
+    const fresh = endpoint(r.transports[2]!, ASKER);
+    fresh.start(() => {});
+    await waitFor(() => fresh.counters.stale === 1, 2000, 5, 'old reply seen as stale');
+    expect(fresh.counters).to.include({ late: 0, repliesReceived: 0 });
+  });
+
+  it('expired - requests past their deadline never reach the handler', async () => {
+    const { asker, server } = pair();
+    const seen: InboundRecord[] = [];
+    // The asker gives up before the server starts reading.
+    await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 40), 'TIMEOUT');
+    asker.post(SERVER, { kind: 9, deadline: deadlineIn(-5), payload: Buffer.from('one-way, expired') });
+    asker.post(SERVER, { kind: 9, deadline: deadlineIn(5000), payload: Buffer.from('one-way, in time') });
+    await sleep(20);
+    server.start(echoHandler(seen));
+    await waitFor(() => seen.length === 1, 2000);
+    await sleep(20);
+    expect(server.counters.expired).to.equal(2);
+    expect(seen.map((s) => s.payload.toString())).to.deep.equal(['one-way, in time']);
+    expect(server.counters.recordsSent).to.equal(0); // no reply to the expired request
+  });
+
+  it('send failure - a full backlog rejects the request with UNAVAILABLE', async () => {
+    const { r, asker } = pair({ backlogMessages: 1 });
+    const filler = Buffer.alloc(1000);
+    while (r.rawSend(NOBODY, filler)); // the queue is full
+    r.transports[0]!.send(NOBODY, filler); // the asker's one backlog slot is taken
+    const err = await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000), 'UNAVAILABLE');
+    expect(err.cause).to.be.instanceOf(BacklogFullError);
+    expect(asker.pendingRequests).to.equal(0);
+    expect(asker.counters.timeouts).to.equal(0);
+  });
+
+  it('send failure - a closed transport rejects the request with UNAVAILABLE', async () => {
+    const { r, asker } = pair();
+    await r.transports[0]!.close();
+    const err = await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000), 'UNAVAILABLE');
+    expect(err.cause).to.be.instanceOf(TransportClosedError);
+    expect(asker.pendingRequests).to.equal(0);
+  });
+
+  it('reply - idempotent: only the first call answers', async () => {
+    const { asker, server } = pair();
+    server.start((_rec, reply) => {
+      reply!(0, Buffer.from('one'));
+      reply!(0, Buffer.from('two'));
+      setTimeout(() => reply!(5, Buffer.from('three')), 10);
+    });
+    const r = await asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000);
+    expect(r.payload.toString()).to.equal('one');
+    await sleep(60);
+    expect(server.counters.recordsSent).to.equal(1);
+    expect(asker.counters).to.include({ repliesReceived: 1, late: 0 });
+  });
+
+  it('close - rejects pending requests with UNAVAILABLE, and refuses new ones', async () => {
+    const { asker } = pair();
+    const pending = asker.request(NOBODY, KIND_ECHO, Buffer.from('q'), 5000);
+    await sleep(10);
+    await asker.close();
+    await expectRequestError(pending, 'UNAVAILABLE');
+    await expectRequestError(asker.request(NOBODY, KIND_ECHO, Buffer.from('q'), 5000), 'UNAVAILABLE');
+    expect(() => asker.post(NOBODY, { kind: 1, payload: Buffer.from('x') })).to.throw();
+  });
+});
+
+describe('ipc/endpoint over SysvTransport', function () {
+  this.timeout(20_000);
+  const scope = useQueues();
+  const rig = sysvImpl.setup();
+
+  it('request/reply - 5,000 concurrent requests over a real queue, batched, all answered', async () => {
+    const r = rig(2);
+    const opts = { maxBatchBytes: 8192, timeoutSweepMs: 10 };
+    const asker = scope.track(new Endpoint(r.transports[0]!, { mtype: ASKER, incarnation: newIncarnation(), ...opts }));
+    const server = scope.track(new Endpoint(r.transports[1]!, { mtype: SERVER, incarnation: newIncarnation(), ...opts }));
+    asker.start(() => {});
+    server.start(echoHandler());
+    const n = 5000;
+    const replies = await withTimeout(
+      Promise.all(Array.from({ length: n }, (_, i) => asker.request(SERVER, KIND_ECHO, Buffer.from(`q${i}`), 10_000))),
+      15_000,
+      'all replies',
+    );
+    replies.forEach((rep, i) => expect(rep.payload.toString()).to.equal(`re:q${i}`));
+    expect(asker.counters.envelopesSent).to.be.below(n / 50);
+    expect(asker.counters).to.include({ timeouts: 0, late: 0, garbage: 0, stale: 0, repliesReceived: n });
+  });
+});
