@@ -1,5 +1,3 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import Ajv, { type ErrorObject } from 'ajv';
 import {
   type ClientRequest,
@@ -11,6 +9,7 @@ import {
   isRequestOp,
 } from './client-request';
 import { NAME_MAX_CODE_POINTS } from './names';
+import { loadSchema } from '../schemas';
 
 export type ValidationResult =
   | { ok: true; request: ClientRequest }
@@ -22,22 +21,15 @@ const SCHEMA_FILE = 'client-request.json';
 const MAX_CHANNELS = MAX_REQUEST_ID;
 const MAX_KEY_IN_MESSAGE = 40;
 
-/** The directory holding package.json, found from here so it works from src/ and dist/src/. */
-export function findProjectRoot(from: string = __dirname): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
-  }
-}
-
 type SchemaDoc = {
   definitions: { op: { enum: unknown[] }; channel: { maximum: number } };
 };
 
 /** Reads schemas/client-request.json fresh (a private copy) and sets the channel maximum. */
 export function loadRequestSchema(channels: number): object {
-  const path = join(findProjectRoot(), 'schemas', SCHEMA_FILE);
-  const schema = JSON.parse(readFileSync(path, 'utf8')) as SchemaDoc;
+  const path = `schemas/${SCHEMA_FILE}`;
+  // A private copy: the cached document is shared, and the channel maximum is set per validator.
+  const schema = structuredClone(loadSchema(SCHEMA_FILE)) as unknown as SchemaDoc;
   const ops = schema.definitions?.op?.enum;
   // The TypeScript union and the schema must list the same ops; fail at start, not per request.
   if (!Array.isArray(ops) || ops.length !== REQUEST_OPS.length || !REQUEST_OPS.every((op) => ops.includes(op))) {

@@ -9,6 +9,8 @@ export interface Closeable {
 export interface QueueScope {
   /** A new private queue (IPC_PRIVATE), removed by id after the test (or the suite, from a `before` hook). */
   create(mode?: number): SysvQueue;
+  /** Takes a queue made some other way (a keyed `SysvQueue.open`) into the same cleanup. */
+  adopt(queue: SysvQueue): SysvQueue;
   /** Closes `closeable` at cleanup, before the queues are removed. Returns it, for chaining. */
   track<T extends Closeable>(closeable: T): T;
   /** Ids of the queues made through this scope and not yet cleaned up. */
@@ -91,19 +93,19 @@ export function useQueues(): QueueScope {
     await release(perSuite);
   });
 
+  const adopt = (queue: SysvQueue): SysvQueue => {
+    current.queues.push(queue);
+    everyLiveQueue.set(queue.id, queue);
+    return queue;
+  };
+  // Plain closures, so that `const { create } = useQueues()` works too.
   return {
-    create(mode = 0o600): SysvQueue {
-      const q = SysvQueue.createPrivate(mode);
-      current.queues.push(q);
-      everyLiveQueue.set(q.id, q);
-      return q;
-    },
-    track<T extends Closeable>(closeable: T): T {
+    create: (mode = 0o600) => adopt(SysvQueue.createPrivate(mode)),
+    adopt,
+    track: <T extends Closeable>(closeable: T): T => {
       current.closeables.push(closeable);
       return closeable;
     },
-    liveIds(): number[] {
-      return [...perTest.queues, ...perSuite.queues].map((q) => q.id);
-    },
+    liveIds: () => [...perTest.queues, ...perSuite.queues].map((q) => q.id),
   };
 }

@@ -9,7 +9,8 @@ import type { BatchHandler, MessageTransport, QueueStat, ReceivedMessage, Receiv
  */
 export class LocalQueue {
   private readonly fifos = new Map<number, Buffer[]>();
-  private readonly waiters = new Map<number, () => void>();
+  /** Several receivers may share an mtype (as two processes may, briefly, during a restart). */
+  private readonly waiters = new Map<number, Set<() => void>>();
   private used = 0;
   private count = 0;
   removed = false;
@@ -30,7 +31,8 @@ export class LocalQueue {
     fifo.push(Buffer.from(body));
     this.used += body.byteLength;
     this.count++;
-    this.waiters.get(mtype)?.();
+    const waiting = this.waiters.get(mtype);
+    if (waiting) for (const wake of waiting) wake();
     return true;
   }
 
@@ -44,9 +46,16 @@ export class LocalQueue {
     return out;
   }
 
-  onArrival(mtype: number, wake: (() => void) | undefined): void {
-    if (wake) this.waiters.set(mtype, wake);
-    else this.waiters.delete(mtype);
+  /** Calls `wake` on every arrival of `mtype` (and on removal); returns the unsubscribe. */
+  onArrival(mtype: number, wake: () => void): () => void {
+    let waiting = this.waiters.get(mtype);
+    if (!waiting) this.waiters.set(mtype, (waiting = new Set()));
+    const set = waiting;
+    set.add(wake);
+    return () => {
+      set.delete(wake);
+      if (set.size === 0 && this.waiters.get(mtype) === set) this.waiters.delete(mtype);
+    };
   }
 
   stat(): QueueStat {
@@ -58,7 +67,7 @@ export class LocalQueue {
     if (this.removed) return;
     this.removed = true;
     this.fifos.clear();
-    const wake = [...this.waiters.values()];
+    const wake = [...this.waiters.values()].flatMap((set) => [...set]);
     this.waiters.clear();
     for (const w of wake) w();
   }
@@ -69,6 +78,7 @@ class LocalReceiver implements Receiver {
   private settle!: (end: ReceiverEnd) => void;
   private scheduled = false;
   private done = false;
+  private readonly stopWaiting: () => void;
 
   constructor(
     private readonly queue: LocalQueue,
@@ -77,7 +87,7 @@ class LocalReceiver implements Receiver {
     private readonly batchMessages: number,
   ) {
     this.ended = new Promise((resolve) => (this.settle = resolve));
-    queue.onArrival(mtype, () => this.schedule());
+    this.stopWaiting = queue.onArrival(mtype, () => this.schedule());
     this.schedule();
   }
 
@@ -102,7 +112,7 @@ class LocalReceiver implements Receiver {
   finish(end: ReceiverEnd): void {
     if (this.done) return;
     this.done = true;
-    this.queue.onArrival(this.mtype, undefined);
+    this.stopWaiting();
     this.settle(end);
   }
 

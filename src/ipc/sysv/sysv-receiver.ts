@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { BatchHandler, ReceivedMessage, Receiver, ReceiverEnd } from '../transport';
 import { CTRL_OUTSTANDING, CTRL_STOP, type ReceiverThreadData, type ReceiverThreadMessage } from './receiver-thread';
 import { MTYPE_BYTES } from './libc';
@@ -78,22 +79,30 @@ export class SysvReceiver implements Receiver {
     Atomics.store(this.ctrl, CTRL_STOP, 1);
     Atomics.notify(this.ctrl, CTRL_OUTSTANDING);
     // Wake the thread out of its blocking msgrcv with a zero-length message of its own mtype.
+    // Another receiver of the same mtype (another process, during a restart) may take the
+    // wake-up instead and ignore it, so it is sent again until our thread has ended.
     // If the queue is full or gone the wake-up cannot be sent: the thread stays blocked until
     // the next message or the queue's removal, so it must not keep the process alive.
-    let woke = false;
-    try {
-      woke = this.queue.trySend(this.mtype, new Uint8Array(0));
-    } catch {
-      /* queue gone: the thread has seen EIDRM or will */
+    for (let attempt = 0; !this.done; attempt++) {
+      let woke = false;
+      try {
+        woke = attempt < WAKE_ATTEMPTS && this.queue.trySend(this.mtype, new Uint8Array(0));
+      } catch {
+        /* queue gone: the thread has seen EIDRM or will */
+      }
+      if (!woke) {
+        this.worker.unref();
+        this.finish({ reason: 'closed' });
+        return;
+      }
+      await Promise.race([this.ended, delay(WAKE_RETRY_MS, undefined, { ref: false })]);
     }
-    if (!woke) {
-      this.worker.unref();
-      this.finish({ reason: 'closed' });
-      return;
-    }
-    await this.ended;
   }
 }
+
+/** A stopping receiver re-sends its wake-up this often, this many times at most. */
+const WAKE_RETRY_MS = 50;
+const WAKE_ATTEMPTS = 40;
 
 /** Splits a transferred batch into views: u32 length, i64 mtype, mtext, repeated. */
 export function decodeBatch(buffer: ArrayBuffer, count: number): ReceivedMessage[] {

@@ -306,6 +306,20 @@ for (const impl of transportImpls) {
       expect(second.messages[0]!.body.toString()).to.equal('after');
     });
 
+    it('receiver - same mtype on two transports (a restart overlap): closing one leaves the other receiving', async () => {
+      const { transports: [old, fresh, sender] } = rig(3);
+      const kept = listen(fresh!, 1150); // blocked in its receive first
+      await sleep(100);
+      const leaving = listen(old!, 1150);
+      await sleep(100);
+      await withTimeout(leaving.receiver.close(), 3000, 'close of the second receiver of an mtype');
+      expect(await leaving.receiver.ended).to.include({ reason: 'closed' });
+      for (let i = 0; i < 10; i++) sender!.send(1150, tagged(1, i));
+      await waitFor(() => kept.messages.length >= 10, 3000, 5, 'messages at the remaining receiver');
+      expect(leaving.messages).to.have.length(0);
+      expect(kept.messages.map((m) => readTag(m.body).seq)).to.deep.equal([...Array(10).keys()]);
+    });
+
     it('stat - messages and bytes go up while nothing receives, and down once drained', async () => {
       const { transports: [recv, sender], stat } = rig(2);
       const s0 = stat();

@@ -5,9 +5,9 @@ import {
   REQUEST_OPS,
   type ValidationResult,
   createRequestValidator,
-  findProjectRoot,
   isValidName,
 } from '../../../src/protocol';
+import { projectRoot as findProjectRoot } from '../../../src/schemas';
 
 type Failure = Extract<ValidationResult, { ok: false }>;
 

@@ -1,0 +1,126 @@
+import { expect } from 'chai';
+import pino from 'pino';
+import { ShardServer } from '../../../src/channeld/shard-server';
+import { Kind, Status } from '../../../src/cluster/kinds';
+import { decodePayload, encodePayload } from '../../../src/cluster/messages';
+import { Endpoint } from '../../../src/ipc/endpoint';
+import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
+import { MTYPE_GC, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
+import { shardFor } from '../../../src/protocol/shard-for';
+
+const log = pino({ level: 'silent' });
+
+/** Names that hash to shard `shard` of `shards`. */
+function namesOn(shard: number, shards: number, n: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < n; i++) if (shardFor(`user${i}`, shards) === shard) out.push(`user${i}`);
+  return out;
+}
+
+describe('channeld - shard server (over the local transport)', () => {
+  let queue: LocalQueue;
+  let closers: (() => Promise<void>)[];
+
+  beforeEach(() => {
+    queue = new LocalQueue(1 << 20, 8192);
+    closers = [];
+  });
+  afterEach(async () => {
+    for (const c of closers.reverse()) await c();
+    queue.remove();
+  });
+
+  /** An endpoint; `receive` starts it with a no-op handler so that it gets its replies. */
+  function endpoint(mtype: number, incarnation: number, receive = true): Endpoint {
+    const t = new LocalTransport(queue);
+    const e = new Endpoint(t, { mtype, incarnation, maxBatchBytes: 4096 });
+    if (receive) e.start(() => {});
+    closers.push(async () => {
+      await e.close();
+      await t.close();
+    });
+    return e;
+  }
+
+  function shard(shardIndex: number, shards: number, recoveryMs = 50): ShardServer {
+    const s = new ShardServer(endpoint(shardMtype(shardIndex), 7000 + shardIndex, false), { shard: shardIndex, shards, recoveryMs, log });
+    s.start();
+    closers.push(async () => s.stop());
+    return s;
+  }
+
+  const ask = (chatd: Endpoint, shardIndex: number, kind: number, payload: object) =>
+    chatd.request(shardMtype(shardIndex), kind, Buffer.from(JSON.stringify(payload)), 1000);
+
+  it('serves login, find, move, remove once live; NAME_TAKEN across chatDs', async () => {
+    const s = shard(0, 1);
+    await s.whenLive();
+    const c1 = endpoint(chatdMtype(0), 1);
+    const c2 = endpoint(chatdMtype(1), 2);
+    expect((await ask(c1, 0, Kind.LOGIN, { name: 'Alice', session: 1, channel: 3 })).status).to.equal(Status.OK);
+    expect((await ask(c2, 0, Kind.LOGIN, { name: 'ALICE', session: 9, channel: 3 })).status).to.equal(Status.NAME_TAKEN);
+    const found = await ask(c2, 0, Kind.FIND, { name: 'alice' });
+    expect(found.status).to.equal(Status.OK);
+    expect(decodePayload('findReply', found.payload)).to.deep.equal({ name: 'Alice', channel: 3, owner: chatdMtype(0), ownerInc: 1 });
+    expect((await ask(c1, 0, Kind.MOVE, { name: 'Alice', session: 1, channel: 4 })).status).to.equal(Status.OK);
+    expect((await ask(c2, 0, Kind.MOVE, { name: 'Alice', session: 1, channel: 5 })).status).to.equal(Status.NOT_FOUND);
+    expect(decodePayload('findReply', (await ask(c1, 0, Kind.FIND, { name: 'alice' })).payload)?.channel).to.equal(4);
+    const removed = await ask(c2, 0, Kind.REMOVE, { name: 'Alice', session: 1, owner: chatdMtype(0), ownerInc: 1 });
+    expect(decodePayload('count', removed.payload)).to.deep.equal({ count: 1 });
+    expect((await ask(c1, 0, Kind.FIND, { name: 'alice' })).status).to.equal(Status.NOT_FOUND);
+  });
+
+  it('answers BAD_REQUEST to malformed payloads, unknown kinds and names of another shard', async () => {
+    const s = shard(1, 2);
+    await s.whenLive();
+    const c = endpoint(chatdMtype(0), 1);
+    expect((await c.request(shardMtype(1), Kind.FIND, Buffer.from('{not json'), 1000)).status).to.equal(Status.BAD_REQUEST);
+    expect((await ask(c, 1, Kind.FIND, { name: 'bad name!' })).status).to.equal(Status.BAD_REQUEST);
+    expect((await ask(c, 1, 0x55, {})).status).to.equal(Status.BAD_REQUEST);
+    const other = namesOn(0, 2, 1)[0]!;
+    expect((await ask(c, 1, Kind.FIND, { name: other })).status).to.equal(Status.BAD_REQUEST);
+    expect(s.counters.wrongShard).to.equal(1);
+    const mine = namesOn(1, 2, 1)[0]!;
+    expect((await ask(c, 1, Kind.FIND, { name: mine })).status).to.equal(Status.NOT_FOUND);
+  });
+
+  it('recovers from the live chatDs before answering lookups, and tombstones removals that cross a resync', async () => {
+    const gc = endpoint(MTYPE_GC, 3, false);
+    const c = endpoint(chatdMtype(0), 1);
+    const names = namesOn(0, 1, 3);
+    gc.start((rec, reply) => {
+      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 1]] }));
+    });
+    const s = shard(0, 1, 5000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.state).to.equal('recovering');
+    expect((await ask(c, 0, Kind.FIND, { name: names[0] })).status).to.equal(Status.UNAVAILABLE);
+    expect((await ask(c, 0, Kind.LOGIN, { name: names[0], session: 1, channel: 1 })).status).to.equal(Status.UNAVAILABLE);
+    // names[2]'s session ended while the resync was on its way.
+    await ask(c, 0, Kind.REMOVE, { name: names[2], session: 3, owner: chatdMtype(0), ownerInc: 1 });
+    const sync = await ask(c, 0, Kind.SYNC, { entries: [[names[0], 1, 2], [names[1], 2, 3], [names[2], 3, 4]], last: true });
+    expect(decodePayload('count', sync.payload)).to.deep.equal({ count: 2, conflicts: 0 });
+    await s.whenLive();
+    expect(decodePayload('findReply', (await ask(c, 0, Kind.FIND, { name: names[1] })).payload)?.channel).to.equal(3);
+    expect((await ask(c, 0, Kind.FIND, { name: names[2] })).status).to.equal(Status.NOT_FOUND);
+  });
+
+  it('goes live after the recovery window when no collector answers', async () => {
+    const s = shard(0, 1, 100);
+    const t0 = Date.now();
+    await s.whenLive();
+    expect(Date.now() - t0).to.be.within(50, 2000);
+  });
+
+  it('purges one chatD incarnation', async () => {
+    const s = shard(0, 1);
+    await s.whenLive();
+    const old = endpoint(chatdMtype(0), 1);
+    for (const [i, n] of namesOn(0, 1, 5).entries()) await ask(old, 0, Kind.LOGIN, { name: n, session: i + 1, channel: 1 });
+    await old.close();
+    const gc = endpoint(MTYPE_GC, 3);
+    const r = await ask(gc, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 1 });
+    expect(decodePayload('count', r.payload)).to.deep.equal({ count: 5 });
+    expect(s.directory.size).to.equal(0);
+  });
+});
