@@ -1,0 +1,63 @@
+import { expect } from 'chai';
+import { CONFIG_VARIABLES, loadConfig } from '../../../src/config';
+import { ConfigError } from '../../../src/errors';
+
+describe('config - environment, validated once and frozen', () => {
+  it('fills every default of PROTOCOL.md', () => {
+    const c = loadConfig({});
+    expect(c).to.include({ chatdHost: '127.0.0.1', chatdPort: 7000, mqKey: 1234, shards: 4, channels: 20, maxFrameBytes: 8192, mqMode: 0o600 });
+    expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it('reads MQ_KEY as decimal or 0x hex', () => {
+    expect(loadConfig({ MQ_KEY: '0x1F' }).mqKey).to.equal(31);
+    expect(loadConfig({ MQ_KEY: '0X7fffffff' }).mqKey).to.equal(0x7fffffff);
+    expect(loadConfig({ MQ_KEY: '4321' }).mqKey).to.equal(4321);
+  });
+
+  it('reads numbers and the group mode', () => {
+    const c = loadConfig({ CHATD_PORT: '7100', CHANNELD_SHARDS: '8', CHANNELS: '3', MQ_MODE: '0660', CHATD_HOST: '0.0.0.0' });
+    expect(c).to.include({ chatdPort: 7100, shards: 8, channels: 3, mqMode: 0o660, chatdHost: '0.0.0.0' });
+  });
+
+  for (const [name, value] of [
+    ['CHATD_PORT', 'seventy'],
+    ['CHATD_PORT', '70000'],
+    ['MQ_KEY', 'abc'],
+    ['MQ_KEY', '0'],
+    ['MQ_KEY', '0x80000000'],
+    ['MQ_KEY', '-5'],
+    ['CHANNELD_SHARDS', '0'],
+    ['CHANNELD_SHARDS', '2.5'],
+    ['CHANNELS', '-1'],
+    ['MQ_MODE', '0666'],
+    ['CHATD_HOST', 'bad host name'],
+    ['LOG_LEVEL', 'loud'],
+  ] as const) {
+    it(`refuses ${name}=${value} with a message naming it`, () => {
+      let err: unknown;
+      try {
+        loadConfig({ [name]: value });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).to.be.instanceOf(ConfigError);
+      expect((err as ConfigError).message).to.contain(name);
+      expect((err as ConfigError).problems.length).to.be.greaterThan(0);
+    });
+  }
+
+  it('names every bad variable at once', () => {
+    try {
+      loadConfig({ CHATD_PORT: 'x', CHANNELS: '0' });
+      expect.fail('should throw');
+    } catch (e) {
+      const msg = (e as Error).message;
+      expect(msg).to.contain('CHATD_PORT').and.to.contain('CHANNELS');
+    }
+  });
+
+  it('lists its variables', () => {
+    expect(CONFIG_VARIABLES).to.include.members(['CHATD_HOST', 'CHATD_PORT', 'MQ_KEY', 'CHANNELD_SHARDS', 'CHANNELS']);
+  });
+});
