@@ -1,0 +1,70 @@
+import { loadConfig } from '../config';
+import { Endpoint } from '../ipc/endpoint';
+import { newIncarnation } from '../ipc/envelope';
+import { MTYPE_GC } from '../ipc/mtypes';
+import type { SysvQueue } from '../ipc/sysv/sysv-queue';
+import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
+import { createLogger } from '../log';
+import { openClusterQueue } from '../runtime/cluster-queue';
+import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { Collector } from './collector';
+import { Pm2Watch } from './pm2-watch';
+
+/** Bound on one drain, so that a sender faster than us cannot keep the collector in a loop. */
+const MAX_DRAIN = 100_000;
+
+/** Takes every message of one mtype off the queue, without blocking. */
+export function drainQueue(queue: SysvQueue, mtype: number, max = MAX_DRAIN): number {
+  let n = 0;
+  while (n < max && queue.tryReceive(mtype) !== null) n++;
+  return n;
+}
+
+/** kill(pid, 0): false only for ESRCH (no such process); EPERM means it exists under another user. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/** The collector's entry point (PM2 app `gc`, one instance). */
+function main(): void {
+  const config = loadConfig();
+  const log = createLogger({ app: 'gc' }, { level: config.logLevel });
+  exitOnFatal(log);
+  const queue = openClusterQueue(config, log);
+  const transport = new SysvTransport(queue, {
+    ...defaultSysvTransportOptions,
+    onSendError: (err) => log.error({ err }, 'queued sends failed'),
+  });
+  const incarnation = newIncarnation();
+  const endpoint = new Endpoint(transport, { mtype: MTYPE_GC, incarnation, maxBatchBytes: config.mqBatchBytes });
+  const collector = new Collector({
+    endpoint,
+    config,
+    log: log.child({ component: 'collector' }),
+    drain: (mtype) => drainQueue(queue, mtype),
+    liveness: pidAlive,
+  });
+  log.info({ config, timings: collector.timings, queueId: queue.id, msgmax: queue.maxMessageBytes, mtype: MTYPE_GC, incarnation }, 'starting');
+  collector.start();
+  const watch = new Pm2Watch(log.child({ component: 'pm2-watch' }), (ev) => collector.supervisorEvent(ev));
+  void watch.start();
+  void endpoint.ended?.then((end) => {
+    if (end.reason === 'closed') return;
+    log.fatal({ end }, 'queue receiver ended; exiting so PM2 restarts us on a fresh queue');
+    process.exit(1);
+  });
+  onShutdown(log, async () => {
+    collector.stop();
+    await watch.stop();
+    await endpoint.close();
+    await transport.close();
+  });
+  ready(log, { mtype: MTYPE_GC, incarnation, queueId: queue.id });
+}
+
+if (require.main === module) main();

@@ -1,0 +1,158 @@
+import { connect as netConnect } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { chatdMtype, shardMtype } from '../ipc/mtypes';
+import type { Logger } from '../log';
+import type { SupervisorEvent } from './collector';
+
+/** PM2 app names (PROTOCOL.md: chatd, channeld, gc). */
+export const APP_NAMES = Object.freeze({ chatd: 'chatd', channeld: 'channeld', gc: 'gc' } as const);
+
+/** The PM2 home PM2 itself would use: PM2_HOME, else ~/.pm2. */
+export function pm2Home(env: NodeJS.ProcessEnv = process.env): string {
+  return env.PM2_HOME || join(homedir(), '.pm2');
+}
+
+/** Whether this process was started by PM2 (PM2 puts pm_id in its children's environment). */
+export function underPm2(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.pm_id !== undefined;
+}
+
+/**
+ * Whether a PM2 daemon answers on `home`'s RPC socket. Checked before `pm2.connect`, which
+ * would otherwise launch a daemon of its own when none runs.
+ */
+export function pm2DaemonReachable(home: string, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = netConnect(join(home, 'rpc.sock'));
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
+
+/** The mtype of a PM2 app instance (name + NODE_APP_INSTANCE), or undefined for apps we do not track. */
+export function mtypeForApp(name: unknown, instance: unknown): number | undefined {
+  const i = typeof instance === 'number' ? instance : typeof instance === 'string' && /^\d+$/.test(instance) ? Number(instance) : 0;
+  try {
+    if (name === APP_NAMES.channeld) return shardMtype(i);
+    if (name === APP_NAMES.chatd) return chatdMtype(i);
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** What the PM2 bus says on 'process:event' (the fields we read). */
+interface Pm2ProcessEvent {
+  event?: unknown;
+  at?: unknown;
+  process?: { name?: unknown; NODE_APP_INSTANCE?: unknown; pid?: unknown; pm_id?: unknown };
+}
+
+/** Turns a PM2 bus packet into a supervisor event, or undefined when it is not an exit/stop of a tracked app. */
+export function toSupervisorEvent(packet: unknown): SupervisorEvent | undefined {
+  const p = packet as Pm2ProcessEvent | null;
+  if (!p || typeof p !== 'object') return undefined;
+  if (p.event !== 'exit' && p.event !== 'stop') return undefined;
+  const mtype = mtypeForApp(p.process?.name, p.process?.NODE_APP_INSTANCE);
+  if (mtype === undefined) return undefined;
+  const pid = typeof p.process?.pid === 'number' && p.process.pid > 0 ? p.process.pid : undefined;
+  const at = typeof p.at === 'number' ? p.at : undefined;
+  return { event: p.event, mtype, ...(pid !== undefined ? { pid } : {}), ...(at !== undefined ? { at } : {}) };
+}
+
+/** Resolves with `p`, or rejects after `ms`. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export type Pm2WatchState = 'watching' | 'absent' | 'failed' | 'stopped';
+
+interface Bus {
+  on(event: string, listener: (data: unknown) => void): void;
+}
+
+/**
+ * Learns deaths from PM2's event bus when the collector runs under PM2. Without PM2 (or when
+ * connecting fails) it says so once at info and does nothing: the pid check and heartbeat
+ * silence still find every death, only a little later.
+ */
+export class Pm2Watch {
+  state: Pm2WatchState | 'idle' = 'idle';
+  private pm2: typeof import('pm2') | undefined;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly onEvent: (ev: SupervisorEvent) => void,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
+
+  async start(): Promise<Pm2WatchState> {
+    const home = pm2Home(this.env);
+    if (!underPm2(this.env)) return this.settle('absent', { pm2Home: home }, 'not started by PM2: deaths from pid checks and heartbeats only');
+    if (!(await pm2DaemonReachable(home))) return this.settle('absent', { pm2Home: home }, 'PM2 daemon not reachable: deaths from pid checks and heartbeats only');
+    try {
+      const pm2 = await import('pm2');
+      this.pm2 = pm2;
+      await within(new Promise<void>((resolve, reject) => pm2.connect((err) => (err ? reject(err) : resolve()))), 3000, 'pm2.connect');
+      // launchBus calls back only once the socket connects: bound the wait.
+      const bus = await within(
+        new Promise<Bus>((resolve, reject) => pm2.launchBus((err: Error | null, b: unknown) => (err ? reject(err) : resolve(b as Bus)))),
+        3000,
+        'pm2.launchBus',
+      );
+      if (this.state === 'stopped') {
+        this.disconnect();
+        return 'stopped';
+      }
+      bus.on('process:event', (packet) => {
+        const ev = toSupervisorEvent(packet);
+        if (!ev) return;
+        try {
+          this.onEvent(ev);
+        } catch (err) {
+          this.log.error({ err }, 'PM2 event handler failed');
+        }
+      });
+      return this.settle('watching', { pm2Home: home }, 'watching PM2 process events');
+    } catch (err) {
+      this.disconnect();
+      return this.settle('failed', { pm2Home: home, err }, 'PM2 connect failed: deaths from pid checks and heartbeats only');
+    }
+  }
+
+  async stop(): Promise<void> {
+    const was = this.state;
+    this.state = 'stopped';
+    if (was === 'watching') this.disconnect();
+  }
+
+  private disconnect(): void {
+    const pm2 = this.pm2;
+    this.pm2 = undefined;
+    if (!pm2) return;
+    try {
+      pm2.disconnect();
+    } catch {
+      /* not connected */
+    }
+  }
+
+  private settle(state: Pm2WatchState, fields: Record<string, unknown>, msg: string): Pm2WatchState {
+    if (this.state === 'stopped') return 'stopped';
+    this.state = state;
+    this.log.info(fields, msg);
+    return state;
+  }
+}

@@ -1,0 +1,165 @@
+import { expect } from 'chai';
+import pino from 'pino';
+import { ChatdServer } from '../../../src/chatd/chatd-server';
+import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
+import { ShardServer } from '../../../src/channeld/shard-server';
+import { loadConfig, type Config } from '../../../src/config';
+import { Endpoint } from '../../../src/ipc/endpoint';
+import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
+import { MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
+import { ChatClient, loggedIn } from '../../../test/helpers/chat-client';
+
+const log = pino({ level: 'silent' });
+
+/**
+ * chatD with its real TCP server and shards, over the in-process transport: the paths that
+ * are hard to reach under PM2 (no collector, a shard that never answers, two chatDs).
+ */
+describe('chatd - whole front end over the local transport', () => {
+  let queue: LocalQueue;
+  let closers: (() => Promise<void>)[];
+  let clients: ChatClient[];
+
+  beforeEach(() => {
+    queue = new LocalQueue(1 << 20, 8192);
+    closers = [];
+    clients = [];
+  });
+  afterEach(async () => {
+    for (const c of clients) await c.destroy();
+    for (const c of closers.reverse()) await c().catch(() => {});
+    queue.remove();
+  });
+
+  const config = (env: Record<string, string> = {}): Config =>
+    loadConfig({ CHATD_PORT: '0', CHANNELD_SHARDS: '2', SHARD_RECOVERY_MS: '100', CHATD_REQUEST_TIMEOUT_MS: '300', ...env });
+
+  function transport(): LocalTransport {
+    const t = new LocalTransport(queue);
+    closers.push(() => t.close());
+    return t;
+  }
+
+  async function shards(n: number, start = true): Promise<ShardServer[]> {
+    const out: ShardServer[] = [];
+    for (let i = 0; i < n; i++) {
+      const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
+      const s = new ShardServer(e, { shard: i, shards: n, recoveryMs: 50, log });
+      closers.push(async () => {
+        s.stop();
+        await e.close();
+      });
+      if (start) s.start();
+      out.push(s);
+    }
+    if (start) await Promise.all(out.map((s) => s.whenLive()));
+    return out;
+  }
+
+  async function chatd(cfg: Config, index = 0): Promise<{ server: ChatdServer; port: number }> {
+    const t = transport();
+    const e = new Endpoint(t, { mtype: chatdMtype(index), incarnation: 900 + index, maxBatchBytes: 4096 });
+    const server = new ChatdServer(cfg, t, e, log, index);
+    const address = await server.start();
+    closers.push(() => server.stop());
+    return { server, port: address.port };
+  }
+
+  async function client(port: number, name?: string, channel = 1): Promise<ChatClient> {
+    const c = name ? await loggedIn(port, name, channel) : await ChatClient.connect(port);
+    clients.push(c);
+    return c;
+  }
+
+  it('ends a closed connection within 2 s with no collector running (direct removal)', async () => {
+    await shards(2);
+    const { port } = await chatd(config());
+    const a = await client(port, 'Alice');
+    const b = await client(port, 'Bob');
+    await a.destroy();
+    const t0 = Date.now();
+    for (;;) {
+      const r = await b.request({ op: 'find', name: 'alice' });
+      if (r.ok && r.online === false) break;
+      expect(Date.now() - t0, 'offline within 2 s').to.be.below(2000);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  });
+
+  it('answers TIMEOUT when the owning shard never answers, exactly once', async () => {
+    const s = await shards(2, false); // endpoints exist, nobody receives
+    void s;
+    const { port } = await chatd(config());
+    const c = await client(port);
+    const r = await c.request({ op: 'login', id: 5, name: 'Alice', channel: 1 });
+    expect(r).to.deep.include({ op: 'login', id: 5, ok: false });
+    expect((r.error as { code: string }).code).to.equal('TIMEOUT');
+    await new Promise((res) => setTimeout(res, 200));
+    expect(c.repliesById.get(5)).to.equal(1);
+  });
+
+  it('answers UNAVAILABLE while a restarted shard waits for its resyncs', async () => {
+    const { port } = await chatd(config({ CHANNELD_SHARDS: '1' }));
+    const e = new Endpoint(transport(), { mtype: shardMtype(0), incarnation: 77, maxBatchBytes: 4096 });
+    const s = new ShardServer(e, { shard: 0, shards: 1, recoveryMs: 60_000, log });
+    closers.push(async () => {
+      s.stop();
+      await e.close();
+    });
+    s.start(); // no collector answers its HELLO: it stays recovering
+    const c = await client(port);
+    const r = await c.request({ op: 'login', id: 3, name: 'Alice', channel: 1 });
+    expect(r).to.deep.include({ op: 'login', id: 3, ok: false });
+    expect((r.error as { code: string }).code).to.equal('UNAVAILABLE');
+  });
+
+  it('forwards a whisper to a character held by another chatD', async () => {
+    await shards(2);
+    const one = await chatd(config(), 0);
+    const two = await chatd(config(), 1);
+    const a = await client(one.port, 'Alice');
+    const b = await client(two.port, '보라');
+    const r = await a.request({ op: 'whisper', to: '보라', text: 'hi there' });
+    expect(r.ok).to.equal(true);
+    const push = await b.waitForPush((f) => f.op === 'whisper');
+    expect(push).to.deep.equal({ op: 'whisper', from: 'Alice', text: 'hi there' });
+    const ko = await b.request({ op: 'chat', text: '/귓속말 alice 안녕' });
+    expect(ko).to.deep.include({ ok: true, command: 'whisper', text: 'Alice님에게 귓속말을 보냈습니다.' });
+    expect(await a.waitForPush((f) => f.op === 'whisper' && f.text === '안녕')).to.include({ from: '보라' });
+  });
+
+  it('drops pushes to a client that does not read, and keeps serving the others', async () => {
+    await shards(2);
+    const { server, port } = await chatd(config({ CHATD_WRITE_BUFFER_BYTES: '4096', CHATD_RATE_BURST: '100000' }));
+    const slow = await client(port, 'Slow', 7);
+    slow.socket.pause(); // stops reading: its socket buffers fill
+    const talker = await client(port, 'Talker', 7);
+    const text = 'x'.repeat(490); // 30,000 pushes of ~530 bytes: beyond any loopback socket buffering
+    for (let i = 0; i < 30000; i++) talker.send({ op: 'chat', id: 100000 + i, text });
+    const last = await talker.request({ op: 'ping' }, 20_000);
+    expect(last.ok).to.equal(true);
+    const conns = (server as unknown as { connections: Set<{ droppedPushes: number }> }).connections;
+    const dropped = [...conns].reduce((n, c) => n + c.droppedPushes, 0);
+    expect(dropped, 'pushes dropped to the slow reader').to.be.greaterThan(0);
+  });
+
+  it('answers legacy C requests on mtype 1 with the chat text on mtype 2', async () => {
+    await shards(2);
+    const { port } = await chatd(config());
+    await client(port, '타락파워전사', 3);
+    const c = transport();
+    const replies: string[] = [];
+    c.receive(MTYPE_LEGACY_REPLY, (batch) => {
+      for (const m of batch) {
+        expect(m.body.length).to.equal(1024);
+        replies.push(legacyRequestText(m.body));
+      }
+    });
+    c.send(MTYPE_LEGACY_REQUEST, legacyReplyBody('/찾기 타락파워전사'));
+    c.send(MTYPE_LEGACY_REQUEST, legacyReplyBody('/find nobody'));
+    c.send(MTYPE_LEGACY_REQUEST, legacyReplyBody('/dance'));
+    const t0 = Date.now();
+    while (replies.length < 3 && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+    expect(replies).to.have.members(['타락파워전사님은 3채널에 있습니다.', 'nobody is not online.', 'unknown command: /dance']);
+  });
+});
