@@ -136,6 +136,20 @@ describe('ipc/endpoint over LocalTransport', function () {
     expect(asker.pendingRequests).to.equal(1);
   });
 
+  it('timeout - mixed timeouts fail in deadline order, whatever the send order', async () => {
+    const { asker } = pair();
+    const order: number[] = [];
+    const timeouts = [300, 100, 250, 50, 150];
+    await Promise.all(
+      timeouts.map((ms) => asker.request(NOBODY, KIND_ECHO, Buffer.from(`${ms}`), ms).catch((err: RequestError) => {
+        expect(err.code).to.equal('TIMEOUT');
+        order.push(ms);
+      })),
+    );
+    expect(order).to.deep.equal([50, 100, 150, 250, 300]);
+    expect(asker.counters.timeouts).to.equal(timeouts.length);
+  });
+
   it('late reply - a reply after the timeout is dropped and counted in late', async () => {
     const { asker, server } = pair();
     server.start((rec, reply) => {
