@@ -263,7 +263,11 @@ export class Collector {
         case Kind.HELLO:
           return this.onHello(rec, reply);
         case Kind.SESSION_END:
-          return void this.onSessionEnd(rec, reply);
+          this.onSessionEnd(rec, reply).catch((err: unknown) => {
+            this.log.error({ err }, 'session end failed');
+            reply(Status.INTERNAL, EMPTY);
+          });
+          return;
         case Kind.STATUS:
           this.counters.statusRequests++;
           return reply(Status.OK, this.encodeStatus());
@@ -423,9 +427,12 @@ export class Collector {
     );
     const drained = d.successor === undefined ? this.drain(d.mtype) : 0;
     if (d.role === 'chatd') {
-      const p = this.purgeEverywhere(d, drained);
+      const p = this.purgeEverywhere(d, drained).catch((err: unknown): CleanupReport => {
+        this.log.error({ err, mtype: d.mtype, incarnation: d.incarnation }, 'cleanup failed');
+        return { mtype: d.mtype, incarnation: d.incarnation, removed: 0, perShard: {}, skipped: [], drained, ms: 0 };
+      });
       this.cleanups.add(p);
-      void p.finally(() => this.cleanups.delete(p));
+      void p.then(() => this.cleanups.delete(p));
     } else {
       this.counters.cleanupsDone++;
       this.log.info({ mtype: d.mtype, role: d.role, index: d.index, incarnation: d.incarnation, drained }, 'cleanup done');

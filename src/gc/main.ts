@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config';
 import { Endpoint } from '../ipc/endpoint';
 import { newIncarnation } from '../ipc/envelope';
@@ -20,13 +21,23 @@ export function drainQueue(queue: SysvQueue, mtype: number, max = MAX_DRAIN): nu
   return n;
 }
 
-/** kill(pid, 0): false only for ESRCH (no such process); EPERM means it exists under another user. */
+/**
+ * Whether a pid is a running process: kill(pid, 0) says ESRCH when there is none (EPERM means
+ * it exists under another user). A zombie still passes kill(pid, 0) until its parent reaps it,
+ * so /proc/PID/stat is read too: state Z or X is dead. Without /proc the kill answer stands.
+ */
 export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
   }
 }
 

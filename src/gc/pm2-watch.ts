@@ -1,39 +1,14 @@
-import { connect as netConnect } from 'node:net';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { chatdMtype, shardMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
 import type { SupervisorEvent } from './collector';
+import { connectPm2, pm2Home, type Pm2Client } from './pm2-client';
 
 /** PM2 app names (PROTOCOL.md: chatd, channeld, gc). */
 export const APP_NAMES = Object.freeze({ chatd: 'chatd', channeld: 'channeld', gc: 'gc' } as const);
 
-/** The PM2 home PM2 itself would use: PM2_HOME, else ~/.pm2. */
-export function pm2Home(env: NodeJS.ProcessEnv = process.env): string {
-  return env.PM2_HOME || join(homedir(), '.pm2');
-}
-
 /** Whether this process was started by PM2 (PM2 puts pm_id in its children's environment). */
 export function underPm2(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.pm_id !== undefined;
-}
-
-/**
- * Whether a PM2 daemon answers on `home`'s RPC socket. Checked before `pm2.connect`, which
- * would otherwise launch a daemon of its own when none runs.
- */
-export function pm2DaemonReachable(home: string, timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = netConnect(join(home, 'rpc.sock'));
-    const done = (ok: boolean): void => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
 }
 
 /** The mtype of a PM2 app instance (name + NODE_APP_INSTANCE), or undefined for apps we do not track. */
@@ -67,21 +42,7 @@ export function toSupervisorEvent(packet: unknown): SupervisorEvent | undefined 
   return { event: p.event, mtype, ...(pid !== undefined ? { pid } : {}), ...(at !== undefined ? { at } : {}) };
 }
 
-/** Resolves with `p`, or rejects after `ms`. */
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
 export type Pm2WatchState = 'watching' | 'absent' | 'failed' | 'stopped';
-
-interface Bus {
-  on(event: string, listener: (data: unknown) => void): void;
-}
 
 /**
  * Learns deaths from PM2's event bus when the collector runs under PM2. Without PM2 (or when
@@ -90,7 +51,7 @@ interface Bus {
  */
 export class Pm2Watch {
   state: Pm2WatchState | 'idle' = 'idle';
-  private pm2: typeof import('pm2') | undefined;
+  private client: Pm2Client | undefined;
 
   constructor(
     private readonly log: Logger,
@@ -101,17 +62,11 @@ export class Pm2Watch {
   async start(): Promise<Pm2WatchState> {
     const home = pm2Home(this.env);
     if (!underPm2(this.env)) return this.settle('absent', { pm2Home: home }, 'not started by PM2: deaths from pid checks and heartbeats only');
-    if (!(await pm2DaemonReachable(home))) return this.settle('absent', { pm2Home: home }, 'PM2 daemon not reachable: deaths from pid checks and heartbeats only');
     try {
-      const pm2 = await import('pm2');
-      this.pm2 = pm2;
-      await within(new Promise<void>((resolve, reject) => pm2.connect((err) => (err ? reject(err) : resolve()))), 3000, 'pm2.connect');
-      // launchBus calls back only once the socket connects: bound the wait.
-      const bus = await within(
-        new Promise<Bus>((resolve, reject) => pm2.launchBus((err: Error | null, b: unknown) => (err ? reject(err) : resolve(b as Bus)))),
-        3000,
-        'pm2.launchBus',
-      );
+      const client = await connectPm2(home);
+      if (!client) return this.settle('absent', { pm2Home: home }, 'PM2 daemon not reachable: deaths from pid checks and heartbeats only');
+      this.client = client;
+      const bus = await client.launchBus();
       if (this.state === 'stopped') {
         this.disconnect();
         return 'stopped';
@@ -133,24 +88,21 @@ export class Pm2Watch {
   }
 
   async stop(): Promise<void> {
-    const was = this.state;
     this.state = 'stopped';
-    if (was === 'watching') this.disconnect();
+    this.disconnect();
   }
 
   private disconnect(): void {
-    const pm2 = this.pm2;
-    this.pm2 = undefined;
-    if (!pm2) return;
-    try {
-      pm2.disconnect();
-    } catch {
-      /* not connected */
-    }
+    const c = this.client;
+    this.client = undefined;
+    c?.disconnect();
   }
 
   private settle(state: Pm2WatchState, fields: Record<string, unknown>, msg: string): Pm2WatchState {
-    if (this.state === 'stopped') return 'stopped';
+    if (this.state === 'stopped') {
+      this.disconnect();
+      return 'stopped';
+    }
     this.state = state;
     this.log.info(fields, msg);
     return state;

@@ -1,0 +1,172 @@
+import { Kind, Status } from '../src/cluster/kinds';
+import { EMPTY, decodePayload } from '../src/cluster/messages';
+import type { Config } from '../src/config';
+import { Endpoint, RequestError } from '../src/ipc/endpoint';
+import { newIncarnation } from '../src/ipc/envelope';
+import { MTYPE_GC, chatdMtype, shardMtype, toolMtype } from '../src/ipc/mtypes';
+import type { SysvQueue } from '../src/ipc/sysv/sysv-queue';
+import { SysvTransport, defaultSysvTransportOptions } from '../src/ipc/sysv/sysv-transport';
+import { connectPm2, pm2Home } from '../src/gc/pm2-client';
+import { APP_NAMES } from '../src/gc/pm2-watch';
+import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './tool-common';
+
+const USAGE = `usage: npm run health [-- --pm2] [--json] [--timeout MS]
+  exits 0 when healthy; otherwise 1 with one line per problem:
+  queue missing or over 90% full; gc, a shard (CHANNELD_SHARDS) or chatD not answering STATUS
+  --pm2      also check with the project's pm2 that every app process is online
+  --json     one JSON object instead of lines
+  --timeout  how long to wait for each STATUS reply (default 1000 ms)`;
+
+/** Above this fill ratio the queue is a problem: senders are about to back up. */
+export const FULL_RATIO = 0.9;
+
+interface Args {
+  pm2: boolean;
+  json: boolean;
+  timeoutMs: number;
+}
+
+export function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { pm2: false, json: false, timeoutMs: 1000 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--pm2') args.pm2 = true;
+    else if (a === '--json') args.json = true;
+    else if (a === '--timeout') {
+      const v = argv[++i];
+      if (v === undefined || !/^\d{1,6}$/.test(v) || Number(v) < 10) throw new ToolError(`--timeout needs milliseconds (10 or more)\n${USAGE}`, EXIT.USAGE);
+      args.timeoutMs = Number(v);
+    } else throw new ToolError(`${a === '-h' || a === '--help' ? '' : `unexpected argument ${a}\n`}${USAGE}`, EXIT.USAGE);
+  }
+  return args;
+}
+
+interface Target {
+  readonly label: string;
+  readonly mtype: number;
+}
+
+/** Who must answer STATUS: the collector, every shard of the configuration, chatD. */
+export function targets(config: Pick<Config, 'shards'>): Target[] {
+  return [
+    { label: 'gc', mtype: MTYPE_GC },
+    ...Array.from({ length: config.shards }, (_, i) => ({ label: `channeld shard ${i}`, mtype: shardMtype(i) })),
+    { label: 'chatd', mtype: chatdMtype(0) },
+  ];
+}
+
+interface Answer {
+  label: string;
+  mtype: number;
+  ok: boolean;
+  ms: number;
+  status?: Record<string, unknown>;
+  problem?: string;
+}
+
+async function askStatus(queue: SysvQueue, config: Config, timeoutMs: number): Promise<Answer[]> {
+  const transport = new SysvTransport(queue, { ...defaultSysvTransportOptions, backlogMessages: 1000, backlogBytes: 1 << 20 });
+  const me = toolMtype();
+  const endpoint = new Endpoint(transport, { mtype: me, incarnation: newIncarnation(), maxBatchBytes: config.mqBatchBytes });
+  endpoint.start(() => {});
+  try {
+    return await Promise.all(
+      targets(config).map(async (t): Promise<Answer> => {
+        const start = Date.now();
+        try {
+          const r = await endpoint.request(t.mtype, Kind.STATUS, EMPTY, timeoutMs);
+          const ms = Date.now() - start;
+          if (r.status !== Status.OK) return { ...t, ok: false, ms, problem: `${t.label} (mtype ${t.mtype}) answered STATUS with status ${r.status}` };
+          return { ...t, ok: true, ms, status: decodePayload('status', r.payload) ?? {} };
+        } catch (err) {
+          const why = err instanceof RequestError && err.code === 'TIMEOUT' ? `did not answer STATUS within ${timeoutMs} ms` : `could not be asked: ${(err as Error).message}`;
+          return { ...t, ok: false, ms: Date.now() - start, problem: `${t.label} (mtype ${t.mtype}) ${why}` };
+        }
+      }),
+    );
+  } finally {
+    await endpoint.close();
+    await transport.close();
+    // Late replies would stay in our mailbox for good: take them out.
+    try {
+      while (queue.tryReceive(me)) {
+        /* discard */
+      }
+    } catch {
+      /* the queue went away meanwhile */
+    }
+  }
+}
+
+/** Problems seen through PM2: no daemon, missing apps, processes not online. */
+async function pm2Problems(config: Config): Promise<string[]> {
+  const home = pm2Home();
+  let client;
+  try {
+    client = await connectPm2(home);
+  } catch (err) {
+    return [`pm2: cannot talk to the PM2 daemon at ${home}: ${(err as Error).message}`];
+  }
+  if (!client) return [`pm2: no PM2 daemon running at ${home} (PM2_HOME)`];
+  try {
+    const list = await client.list();
+    const problems: string[] = [];
+    const expected: [string, number][] = [[APP_NAMES.chatd, 1], [APP_NAMES.channeld, config.shards], [APP_NAMES.gc, 1]];
+    for (const [name, count] of expected) {
+      const procs = list.filter((p) => p.name === name);
+      if (procs.length === 0) problems.push(`pm2: no ${name} app`);
+      else if (procs.length < count) problems.push(`pm2: ${procs.length} ${name} process(es), expected ${count}`);
+      for (const p of procs) {
+        if (p.status !== 'online') problems.push(`pm2: ${name}${p.instance !== undefined ? ` instance ${p.instance}` : ''} (pm_id ${p.pmId}) is ${p.status}`);
+      }
+    }
+    return problems;
+  } catch (err) {
+    return [`pm2: list failed: ${(err as Error).message}`];
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const config = toolConfig();
+  const problems: string[] = [];
+  let queueInfo: Record<string, unknown> | undefined;
+  let answers: Answer[] = [];
+  let queue: SysvQueue | undefined;
+  try {
+    queue = openExisting(config);
+  } catch (err) {
+    if (!(err instanceof ToolError)) throw err;
+    problems.push(`queue missing: ${err.message}`);
+  }
+  if (queue) {
+    const s = queue.stat();
+    const fill = s.capacity > 0 ? s.bytes / s.capacity : 0;
+    queueInfo = { key: hexKey(config.mqKey), id: queue.id, messages: s.messages, bytes: s.bytes, capacity: s.capacity, fill };
+    if (fill > FULL_RATIO) {
+      problems.push(`queue ${(fill * 100).toFixed(1)}% full (${s.bytes} of ${s.capacity} bytes, ${s.messages} messages): see ops/README.md`);
+    }
+    answers = await askStatus(queue, config, args.timeoutMs);
+    for (const a of answers) if (a.problem) problems.push(a.problem);
+  }
+  if (args.pm2) problems.push(...(await pm2Problems(config)));
+  const healthy = problems.length === 0;
+  if (args.json) {
+    process.stdout.write(
+      `${JSON.stringify({ healthy, problems, queue: queueInfo, answered: answers.map((a) => ({ label: a.label, mtype: a.mtype, ok: a.ok, ms: a.ms })) })}\n`,
+    );
+  } else if (healthy) {
+    const slowest = Math.max(0, ...answers.map((a) => a.ms));
+    const fill = ((queueInfo?.fill as number) * 100).toFixed(1);
+    process.stdout.write(
+      `healthy: queue ${hexKey(config.mqKey)} ${fill}% full; gc, ${config.shards} shard(s) and chatd answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`,
+    );
+  } else {
+    process.stdout.write(problems.map((p) => `unhealthy: ${p}\n`).join(''));
+  }
+  return healthy ? EXIT.OK : EXIT.PROBLEM;
+}
+
+if (require.main === module) runTool('health', () => main(process.argv.slice(2)));

@@ -1,0 +1,389 @@
+import { expect } from 'chai';
+import { Kind, Status } from '../../../src/cluster/kinds';
+import { EMPTY, decodePayload, encodePayload } from '../../../src/cluster/messages';
+import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
+import { shardFor } from '../../../src/protocol/shard-for';
+import { waitFor } from '../../helpers/wait';
+import { linesWith, makeRig, type Rig } from './gc-rig';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A name that routes to `shard` of `shards`. */
+function nameOn(shard: number, shards: number): string {
+  for (let i = 0; ; i++) if (shardFor(`Hero${i}`, shards) === shard) return `Hero${i}`;
+}
+
+describe('gc collector', function () {
+  let rig: Rig;
+  afterEach(async () => {
+    await rig?.close();
+  });
+
+  describe('heartbeat', () => {
+    it('heartbeat - records the process and replies OK with the live shards', async () => {
+      rig = makeRig({ shards: 2 });
+      const s0 = rig.shard(0);
+      const s1 = rig.shard(1);
+      const c = rig.chatd(0);
+      expect((await s0.heartbeat('channeld', 0)).status).to.equal(Status.OK);
+      await s1.heartbeat('channeld', 1);
+      const r = await c.heartbeat('chatd', 0);
+      expect(r.status).to.equal(Status.OK);
+      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation], [1, s1.incarnation]] });
+      expect(rig.collector.table.get(c.mtype)).to.include({ pid: c.pid, incarnation: c.incarnation });
+    });
+
+    it('heartbeat - a dead shard leaves the membership of the next reply', async () => {
+      rig = makeRig({ shards: 2 });
+      const s0 = rig.shard(0);
+      const s1 = rig.shard(1);
+      const c = rig.chatd(0);
+      await s0.heartbeat('channeld', 0);
+      await s1.heartbeat('channeld', 1);
+      rig.alive.delete(s1.pid);
+      await waitFor(() => rig.collector.table.get(s1.mtype) === undefined, 2000, 5, 'shard 1 declared dead');
+      const r = await c.heartbeat('chatd', 0);
+      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation]] });
+    });
+
+    it('heartbeat - role and index must match the sender mtype', async () => {
+      rig = makeRig();
+      const c = rig.chatd(0);
+      const r = await c.heartbeat('channeld', 0);
+      expect(r.status).to.equal(Status.BAD_REQUEST);
+      expect(rig.collector.table.live()).to.deep.equal([]);
+      const bad = await c.request(Kind.HEARTBEAT, Buffer.from('{"role":"chatd"}'));
+      expect(bad.status).to.equal(Status.BAD_REQUEST);
+    });
+
+    it('warm-up - HEARTBEAT and HELLO answered UNAVAILABLE until the table is complete', async () => {
+      rig = makeRig({ timings: { warmupMs: 300 } });
+      const c = rig.chatd(0);
+      const s = rig.shard(0);
+      expect((await c.heartbeat('chatd', 0)).status).to.equal(Status.UNAVAILABLE);
+      expect((await s.request(Kind.HELLO, encodePayload('hello', { shard: 0 }))).status).to.equal(Status.UNAVAILABLE);
+      expect(rig.collector.table.get(c.mtype)).to.not.equal(undefined); // recorded all the same
+      await sleep(320);
+      const h = await s.request(Kind.HELLO, encodePayload('hello', { shard: 0 }));
+      expect(h.status).to.equal(Status.OK);
+      expect(decodePayload('helloReply', h.payload)).to.deep.equal({ chatds: [[c.mtype, c.incarnation]] });
+    });
+  });
+
+  describe('hello', () => {
+    it('hello - replies with the live chatDs and posts RESYNC to each, addressed to its incarnation', async () => {
+      rig = makeRig({ shards: 2 });
+      const c0 = rig.chatd(0);
+      const c1 = rig.chatd(1);
+      await c0.heartbeat('chatd', 0);
+      await c1.heartbeat('chatd', 1);
+      const s = rig.shard(1, 4242);
+      const r = await s.request(Kind.HELLO, encodePayload('hello', { shard: 1 }));
+      expect(r.status).to.equal(Status.OK);
+      expect(decodePayload('helloReply', r.payload)).to.deep.equal({ chatds: [[c0.mtype, c0.incarnation], [c1.mtype, c1.incarnation]] });
+      await waitFor(() => c0.kinds(Kind.RESYNC).length === 1 && c1.kinds(Kind.RESYNC).length === 1, 2000, 5, 'both RESYNCs');
+      for (const c of [c0, c1]) {
+        const rec = c.kinds(Kind.RESYNC)[0]!;
+        expect(rec.reqId).to.equal(0); // one-way
+        expect(rec.from).to.equal(MTYPE_GC);
+        expect(decodePayload('resync', rec.payload)).to.deep.equal({ shard: 1, shardInc: 4242 });
+      }
+      // The shard is live from its HELLO on.
+      expect(rig.collector.table.get(s.mtype)?.incarnation).to.equal(4242);
+    });
+
+    it('hello - from an mtype that is not that shard: BAD_REQUEST, no RESYNC', async () => {
+      rig = makeRig();
+      const c = rig.chatd(0);
+      await c.heartbeat('chatd', 0);
+      const s = rig.shard(0);
+      expect((await s.request(Kind.HELLO, encodePayload('hello', { shard: 1 }))).status).to.equal(Status.BAD_REQUEST);
+      await sleep(30);
+      expect(c.kinds(Kind.RESYNC)).to.have.length(0);
+    });
+
+    it('hello - a restarted shard (new incarnation) replaces the old one without draining its mailbox', async () => {
+      rig = makeRig();
+      const old = rig.shard(0, 1);
+      await old.heartbeat('channeld', 0);
+      await old.close();
+      const fresh = rig.shard(0, 2);
+      await fresh.request(Kind.HELLO, encodePayload('hello', { shard: 0 }));
+      const died = linesWith(rig.lines, 'process died');
+      expect(died).to.have.length(1);
+      expect(died[0]).to.include({ mtype: old.mtype, incarnation: 1, reason: 'replaced', successor: 2 });
+      expect(linesWith(rig.lines, 'cleanup done')[0]).to.include({ drained: 0 });
+    });
+  });
+
+  describe('session end', () => {
+    it('session end - REMOVE to the owning shard with the chatD as owner, then OK', async () => {
+      rig = makeRig({ shards: 2 });
+      const shards = [rig.shard(0), rig.shard(1)];
+      for (const [i, s] of shards.entries()) await s.heartbeat('channeld', i);
+      shards[1]!.answers.set(Kind.REMOVE, () => [Status.OK, encodePayload('count', { count: 0 })]);
+      const c = rig.chatd(0);
+      const name = nameOn(1, 2);
+      const r = await c.request(Kind.SESSION_END, encodePayload('sessionEnd', { name, session: 77 }));
+      expect(r.status).to.equal(Status.OK);
+      expect(shards[0]!.kinds(Kind.REMOVE)).to.have.length(0);
+      const removes = shards[1]!.kinds(Kind.REMOVE);
+      expect(removes).to.have.length(1);
+      expect(decodePayload('remove', removes[0]!.payload)).to.deep.equal({ name, session: 77, owner: c.mtype, ownerInc: c.incarnation });
+      expect(rig.collector.counters.sessionEndsRemoved).to.equal(1);
+    });
+
+    it('session end - retries a shard that answers UNAVAILABLE, then OK', async () => {
+      rig = makeRig({ shards: 1 });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      let n = 0;
+      s.answers.set(Kind.REMOVE, () => (++n < 3 ? [Status.UNAVAILABLE, EMPTY] : [Status.OK, encodePayload('count', { count: 1 })]));
+      const c = rig.chatd(0);
+      const r = await c.request(Kind.SESSION_END, encodePayload('sessionEnd', { name: 'Aria', session: 1 }));
+      expect(r.status).to.equal(Status.OK);
+      expect(s.kinds(Kind.REMOVE)).to.have.length(3);
+    });
+
+    it('session end - no shard process: retries for the budget, then UNAVAILABLE', async () => {
+      rig = makeRig({ shards: 1, timings: { removeBudgetMs: 300, attemptTimeoutMs: 60 } });
+      const c = rig.chatd(0);
+      const t0 = Date.now();
+      const r = await c.request(Kind.SESSION_END, encodePayload('sessionEnd', { name: 'Aria', session: 1 }));
+      const ms = Date.now() - t0;
+      expect(r.status).to.equal(Status.UNAVAILABLE);
+      expect(ms).to.be.within(250, 800);
+      expect(rig.collector.counters.removeAttempts).to.be.greaterThan(1);
+      expect(rig.collector.counters.sessionEndsUnavailable).to.equal(1);
+    });
+
+    it('session end - answers before the asker gives up when its deadline is shorter than the budget', async () => {
+      rig = makeRig({ shards: 1, timings: { removeBudgetMs: 1000 } });
+      const c = rig.chatd(0);
+      const r = await c.request(Kind.SESSION_END, encodePayload('sessionEnd', { name: 'Aria', session: 1 }), 300);
+      expect(r.status).to.equal(Status.UNAVAILABLE);
+    });
+
+    it('session end - the shard known dead: OK at once, no REMOVE', async () => {
+      rig = makeRig({ shards: 1 });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      rig.alive.delete(s.pid);
+      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      const c = rig.chatd(0);
+      const t0 = Date.now();
+      const r = await c.request(Kind.SESSION_END, encodePayload('sessionEnd', { name: 'Aria', session: 1 }));
+      expect(r.status).to.equal(Status.OK);
+      expect(Date.now() - t0).to.be.below(100);
+      expect(s.kinds(Kind.REMOVE)).to.have.length(0);
+      expect(rig.collector.counters.sessionEndsShardDead).to.equal(1);
+    });
+
+    it('session end - only from a chatD, with a valid payload', async () => {
+      rig = makeRig({ shards: 1 });
+      const s = rig.shard(0);
+      expect((await s.request(Kind.SESSION_END, encodePayload('sessionEnd', { name: 'Aria', session: 1 }))).status).to.equal(Status.BAD_REQUEST);
+      const c = rig.chatd(0);
+      expect((await c.request(Kind.SESSION_END, Buffer.from('{"name":"no spaces allowed","session":1}'))).status).to.equal(Status.BAD_REQUEST);
+    });
+  });
+
+  describe('deaths', () => {
+    async function cluster(shards: number): Promise<{ shards: ReturnType<Rig['shard']>[]; chatd: ReturnType<Rig['chatd']> }> {
+      const ss = Array.from({ length: shards }, (_, i) => rig.shard(i));
+      for (const [i, s] of ss.entries()) await s.heartbeat('channeld', i);
+      const chatd = rig.chatd(0);
+      await chatd.heartbeat('chatd', 0);
+      return { shards: ss, chatd };
+    }
+
+    it('chatD death - PURGE to every shard, its mailbox drained, one line each for death and cleanup', async () => {
+      rig = makeRig({ shards: 3 });
+      const { shards, chatd } = await cluster(3);
+      shards.forEach((s, i) => s.answers.set(Kind.PURGE, () => [Status.OK, encodePayload('count', { count: i + 1 })]));
+      await chatd.close(); // its receiver stops: messages to it now stay in the queue
+      const junk = encodeEnvelope({ from: 100, fromIncarnation: 1, toIncarnation: 0 }, [{ kind: Kind.RESYNC, payload: Buffer.from('{}') }]);
+      for (let i = 0; i < 4; i++) rig.queue.trySend(chatd.mtype, junk);
+      rig.alive.delete(chatd.pid);
+      await waitFor(() => rig.collector.counters.cleanupsDone === 1, 3000, 5, 'cleanup');
+      for (const s of shards) {
+        const purges = s.kinds(Kind.PURGE);
+        expect(purges).to.have.length(1);
+        expect(decodePayload('purge', purges[0]!.payload)).to.deep.equal({ owner: chatd.mtype, ownerInc: chatd.incarnation });
+      }
+      expect(rig.queue.take(chatd.mtype, 100)).to.have.length(0);
+      const died = linesWith(rig.lines, 'process died');
+      expect(died).to.have.length(1);
+      expect(died[0]).to.include({ mtype: chatd.mtype, role: 'chatd', incarnation: chatd.incarnation, pid: chatd.pid, reason: 'pid', level: 30 });
+      const done = linesWith(rig.lines, 'cleanup done');
+      expect(done).to.have.length(1);
+      expect(done[0]).to.include({ mtype: chatd.mtype, removed: 6, drained: 4 });
+      expect(done[0]!.perShard).to.deep.equal({ 0: 1, 1: 2, 2: 3 });
+      expect(rig.collector.counters.purgedEntries).to.equal(6);
+    });
+
+    it('chatD death - idempotent: PM2 exit, more ticks and a late record change nothing', async () => {
+      rig = makeRig({ shards: 2 });
+      const { shards, chatd } = await cluster(2);
+      rig.alive.delete(chatd.pid);
+      await waitFor(() => rig.collector.counters.cleanupsDone === 1, 3000, 5, 'cleanup');
+      expect(rig.collector.supervisorEvent({ event: 'exit', mtype: chatd.mtype })).to.equal(undefined);
+      await chatd.heartbeat('chatd', 0).catch(() => undefined); // a late heartbeat from the dead pid
+      await sleep(60);
+      expect(rig.collector.counters.deaths).to.equal(1);
+      expect(linesWith(rig.lines, 'process died')).to.have.length(1);
+      for (const s of shards) expect(s.kinds(Kind.PURGE)).to.have.length(1);
+      expect(rig.collector.table.get(chatd.mtype)).to.equal(undefined);
+    });
+
+    it('chatD death - a shard that does not answer is retried until it does', async () => {
+      rig = makeRig({ shards: 2 });
+      const { shards, chatd } = await cluster(2);
+      let n = 0;
+      shards[1]!.answers.set(Kind.PURGE, () => (++n < 3 ? 'silent' : [Status.OK, encodePayload('count', { count: 5 })]));
+      rig.alive.delete(chatd.pid);
+      const [report] = await waitFor(() => rig.collector.counters.deaths === 1, 2000, 5).then(() => rig.collector.settled());
+      expect(report).to.include({ removed: 5 });
+      expect(shards[1]!.kinds(Kind.PURGE)).to.have.length(3);
+    });
+
+    it('chatD death - a shard that dies meanwhile is skipped (its state went with it)', async () => {
+      rig = makeRig({ shards: 2 });
+      const { shards, chatd } = await cluster(2);
+      shards[1]!.answers.set(Kind.PURGE, () => 'silent');
+      rig.alive.delete(chatd.pid);
+      await waitFor(() => shards[1]!.kinds(Kind.PURGE).length >= 2, 2000, 5, 'retries');
+      rig.alive.delete(shards[1]!.pid);
+      const [report] = await rig.collector.settled();
+      expect(report?.skipped).to.deep.equal([1]);
+      expect(report?.perShard).to.deep.equal({ 0: 0 });
+    });
+
+    it('chatD death - PM2 exit event: dead at once when its pid is gone', async () => {
+      rig = makeRig({ shards: 1, timings: { tickMs: 60_000 } });
+      const { chatd } = await cluster(1);
+      expect(rig.collector.supervisorEvent({ event: 'exit', mtype: chatd.mtype })).to.equal(undefined); // pid still there
+      rig.alive.delete(chatd.pid);
+      const d = rig.collector.supervisorEvent({ event: 'exit', mtype: chatd.mtype });
+      expect(d).to.include({ reason: 'pm2', incarnation: chatd.incarnation });
+      await rig.collector.settled();
+      expect(rig.collector.counters.cleanupsDone).to.equal(1);
+    });
+
+    it('PM2 exit - an event older than the incarnation holding the mtype changes nothing', async () => {
+      rig = makeRig({ shards: 1, timings: { tickMs: 60_000 } });
+      const { chatd } = await cluster(1);
+      rig.alive.delete(chatd.pid); // even with the pid gone, an event from before it started is not about it
+      expect(rig.collector.supervisorEvent({ event: 'exit', mtype: chatd.mtype, at: Date.now() - 60_000 })).to.equal(undefined);
+      expect(rig.collector.supervisorEvent({ event: 'exit', mtype: chatd.mtype, pid: chatd.pid + 1 })).to.equal(undefined);
+      expect(rig.collector.table.get(chatd.mtype)).to.not.equal(undefined);
+      expect(rig.collector.supervisorEvent({ event: 'exit', mtype: chatd.mtype, pid: chatd.pid })).to.include({ reason: 'pm2' });
+      await rig.collector.settled();
+    });
+
+    it('stall - a collector that was not running forgives silence before it', async () => {
+      rig = makeRig({ shards: 1, deadAfterMs: 100, start: false, timings: { stallMs: 50 } });
+      const s = rig.shard(0);
+      rig.collector.start();
+      await s.heartbeat('channeld', 0);
+      const t = Date.now();
+      while (Date.now() - t < 200) {
+        /* the collector's event loop is blocked: heartbeats would wait unread */
+      }
+      rig.collector.tick();
+      expect(rig.collector.counters.stalls).to.equal(1);
+      expect(rig.collector.table.get(s.mtype)).to.not.equal(undefined);
+    });
+
+    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+      rig = makeRig({ shards: 2 });
+      const { shards, chatd } = await cluster(2);
+      await chatd.close(); // the old process is gone (its pid may linger: PM2 restarts fast)
+      const fresh = rig.chatd(0, chatd.incarnation + 1);
+      expect((await fresh.heartbeat('chatd', 0)).status).to.equal(Status.OK);
+      const [report] = await rig.collector.settled();
+      expect(report).to.include({ mtype: chatd.mtype, incarnation: chatd.incarnation, drained: 0 });
+      for (const s of shards) {
+        expect(decodePayload('purge', s.kinds(Kind.PURGE)[0]!.payload)).to.deep.equal({ owner: chatd.mtype, ownerInc: chatd.incarnation });
+      }
+      expect(linesWith(rig.lines, 'process died')[0]).to.include({ reason: 'replaced', successor: fresh.incarnation });
+      expect(rig.collector.table.liveChatds()).to.deep.equal([[fresh.mtype, fresh.incarnation]]);
+    });
+
+    it('shard death - its mailbox drained when no newer incarnation holds it', async () => {
+      rig = makeRig({ shards: 2 });
+      const { shards } = await cluster(2);
+      await shards[0]!.close();
+      rig.queue.trySend(shards[0]!.mtype, Buffer.from('x'));
+      rig.queue.trySend(shards[0]!.mtype, Buffer.from('y'));
+      rig.alive.delete(shards[0]!.pid);
+      await waitFor(() => linesWith(rig.lines, 'cleanup done').length === 1, 2000, 5, 'cleanup');
+      expect(linesWith(rig.lines, 'cleanup done')[0]).to.include({ mtype: shards[0]!.mtype, role: 'channeld', drained: 2 });
+      expect(shards[1]!.kinds(Kind.PURGE)).to.have.length(0);
+    });
+
+    it('silence - a process quiet for deadAfterMs is dead', async () => {
+      rig = makeRig({ shards: 1, deadAfterMs: 150 });
+      const { chatd } = await cluster(1);
+      await waitFor(() => rig.collector.table.get(chatd.mtype) === undefined, 2000, 5, 'silence death');
+      expect(linesWith(rig.lines, 'process died').map((l) => l.reason)).to.include('silence');
+    });
+
+    it('revive - a chatD declared dead by silence that heartbeats again is taken back and resynced', async () => {
+      rig = makeRig({ shards: 1, deadAfterMs: 100 });
+      const s = rig.shard(0);
+      const c = rig.chatd(0);
+      await c.heartbeat('chatd', 0);
+      // Keep the shard alive, let the chatD fall silent.
+      await waitFor(() => {
+        void s.heartbeat('channeld', 0);
+        return rig.collector.table.vacancy(c.mtype) !== undefined;
+      }, 2000, 20, 'chatD silent');
+      await rig.collector.settled();
+      expect((await c.heartbeat('chatd', 0)).status).to.equal(Status.OK);
+      expect(rig.collector.table.get(c.mtype)?.incarnation).to.equal(c.incarnation);
+      await waitFor(() => c.kinds(Kind.RESYNC).length === 1, 2000, 5, 'resync');
+      expect(decodePayload('resync', c.kinds(Kind.RESYNC)[0]!.payload)).to.deep.equal({ shard: 0, shardInc: s.incarnation });
+      expect(rig.collector.counters.revived).to.equal(1);
+    });
+  });
+
+  describe('status and hygiene', () => {
+    it('status - counters, process table and queue figures', async () => {
+      rig = makeRig({ shards: 1 });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      const tool = rig.tool(toolMtype(4242));
+      const r = await tool.request(Kind.STATUS, EMPTY);
+      expect(r.status).to.equal(Status.OK);
+      const st = decodePayload('status', r.payload)!;
+      expect(st).to.include({ role: 'gc', shards: 1 });
+      expect(st.counters).to.include({ heartbeats: 1, statusRequests: 1 });
+      expect(st.processes).to.have.length(1);
+      expect((st.processes as { mtype: number }[])[0]!.mtype).to.equal(s.mtype);
+      expect(st.queue).to.have.keys(['messages', 'bytes', 'capacity', 'mode', 'lastSendPid', 'lastReceivePid']);
+      expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
+    });
+
+    it('hygiene - legacy replies drained once the queue stays over half full', async () => {
+      rig = makeRig({ timings: { highWaterForMs: 100 } });
+      const body = Buffer.alloc(1024, 0x41);
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, body)).to.equal(true);
+      rig.queue.trySend(shardMtype(0) + 50, Buffer.from('someone else'));
+      await sleep(50);
+      expect(rig.queue.stat().messages).to.equal(11); // not yet: must stay full for highWaterForMs
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain');
+      expect(rig.queue.stat().messages).to.equal(1);
+      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
+      expect(line).to.have.length(1);
+      expect(line[0]).to.include({ legacyReplies: 10 });
+    });
+
+    it('hygiene - below half full nothing is drained', async () => {
+      rig = makeRig({ timings: { highWaterForMs: 20 } });
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024));
+      await sleep(150);
+      expect(rig.queue.stat().messages).to.equal(3);
+    });
+  });
+});
