@@ -1,4 +1,4 @@
-import { normalizeName } from '../protocol/names';
+import { normalizeName } from '../cluster/names';
 
 /** One online character, as its shard records it. */
 export interface DirectoryEntry {

@@ -4,7 +4,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import { shardFor } from '../protocol/shard-for';
+import { shardFor } from '../cluster/shard-for';
 import { Directory } from './directory';
 
 export interface ShardServerOptions {

@@ -6,7 +6,7 @@ import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
 import type { ClientRequest } from '../protocol/client-request';
-import { normalizeName } from '../protocol/names';
+import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
 import type { RequestValidator } from '../protocol/request-validator';
 import { parseSlashCommand, type Lang } from '../protocol/slash-command';

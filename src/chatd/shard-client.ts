@@ -4,7 +4,7 @@ import { ClientError, ClientErrorCode } from '../errors';
 import type { Endpoint, Reply } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import { shardMtype } from '../ipc/mtypes';
-import { shardFor } from '../protocol/shard-for';
+import { shardFor } from '../cluster/shard-for';
 
 export type FindOutcome = { online: false } | ({ online: true } & FindReplyPayload);
 

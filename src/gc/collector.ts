@@ -5,7 +5,7 @@ import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { msLeft, type InboundRecord } from '../ipc/envelope';
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, chatdMtype, shardMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import { shardFor } from '../protocol/shard-for';
+import { shardFor } from '../cluster/shard-for';
 import { ProcessTable, trackedRoleOf, type Death, type SightingResult } from './process-table';
 
 /** Timings of the collector; defaults derive from the configuration (docs/gc.md). */

@@ -8,7 +8,7 @@ import {
   isRequestId,
   isRequestOp,
 } from './client-request';
-import { NAME_MAX_CODE_POINTS } from './names';
+import { NAME_MAX_CODE_POINTS } from '../cluster/names';
 import { loadSchema } from '../schemas';
 
 export type ValidationResult =

@@ -1,4 +1,4 @@
-import { isValidName } from './names';
+import { isValidName } from '../cluster/names';
 import { type Lang, badChannelText, badNameText, unknownCommandText, usageText } from './texts';
 
 /** Parses the slash commands a player types in the chat box (PROTOCOL.md, "chat and slash commands"). */

@@ -6,7 +6,7 @@ import { decodePayload, encodePayload } from '../../../src/cluster/messages';
 import { Endpoint } from '../../../src/ipc/endpoint';
 import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
 import { MTYPE_GC, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
-import { shardFor } from '../../../src/protocol/shard-for';
+import { shardFor } from '../../../src/cluster/shard-for';
 
 const log = pino({ level: 'silent' });
 

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { EMPTY, decodePayload, encodePayload } from '../../../src/cluster/messages';
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
-import { shardFor } from '../../../src/protocol/shard-for';
+import { shardFor } from '../../../src/cluster/shard-for';
 import { waitFor } from '../../helpers/wait';
 import { linesWith, makeRig, type Rig } from './gc-rig';
 

@@ -5,8 +5,8 @@ import {
   REQUEST_OPS,
   type ValidationResult,
   createRequestValidator,
-  isValidName,
 } from '../../../src/protocol';
+import { isValidName } from '../../../src/cluster/names';
 import { projectRoot as findProjectRoot } from '../../../src/schemas';
 
 type Failure = Extract<ValidationResult, { ok: false }>;

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
-import { isValidName, normalizeName } from '../../../src/protocol';
+import { isValidName, normalizeName } from '../../../src/cluster/names';
 
 const NFC = '타락파워전사';
 const NFD = NFC.normalize('NFD');
 
-describe('protocol/names', () => {
+describe('cluster - names', () => {
   it('normalizeName - NFC and NFD Hangul give the same key', () => {
     expect(NFD).to.not.equal(NFC); // the test is meaningful only if the forms differ
     expect(normalizeName(NFD)).to.equal(normalizeName(NFC));

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { fnv1a32, shardFor } from '../../../src/protocol';
+import { fnv1a32, shardFor } from '../../../src/cluster/shard-for';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -10,7 +10,7 @@ function fnvReference(bytes: Uint8Array): number {
   return Number(h);
 }
 
-describe('protocol/shard-for', () => {
+describe('cluster - shard-for', () => {
   it('fnv1a32 - known vectors', () => {
     expect(fnv1a32(utf8(''))).to.equal(0x811c9dc5);
     expect(fnv1a32(utf8('a'))).to.equal(0xe40c292c);
