@@ -1,0 +1,591 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { SysvQueue } from '../../src/ipc';
+import { shardFor } from '../../src/cluster/shard-for';
+import { ChatClient, type Reply } from './chat-client';
+
+/**
+ * A real cluster for end-to-end suites: the project's own PM2 (node_modules/.bin/pm2, never
+ * a global one) runs ecosystem.config.js under a private PM2_HOME, on a free TCP port and a
+ * random unused MQ_KEY, so suites never touch a developer's cluster or each other.
+ *
+ * Cleanup is unconditional: `stop()` (idempotent) kills the PM2 daemon and every process it
+ * ran, removes the queue by key and deletes PM2_HOME. `useCluster()` registers it in mocha's
+ * `after`, so it runs when tests or the start itself fail; a process `exit`/signal hook
+ * cleans up whatever is still running if mocha dies first.
+ */
+
+export const PROJECT_ROOT = findProjectRoot();
+/** Lines per log file printed after a failed suite (E2E_LOG_LINES overrides). */
+const E2E_LOG_LINES = Number(process.env.E2E_LOG_LINES ?? 60) || 60;
+const PM2_BIN = join(PROJECT_ROOT, 'node_modules', '.bin', 'pm2');
+
+/** The configuration variables of schemas/config.json: never inherited from the caller's shell. */
+const CONFIG_VARIABLES: readonly string[] = Object.keys(
+  (JSON.parse(readFileSync(join(PROJECT_ROOT, 'schemas', 'config.json'), 'utf8')) as { properties: object }).properties,
+);
+
+export interface ClusterOptions {
+  /** CHANNELD_SHARDS (default 2: the suites need more than one shard, and 2 cores are few). */
+  shards?: number;
+  /** LOG_LEVEL of the processes (default warn). */
+  logLevel?: string;
+  /** Any other configuration variables (CHATD_RATE_BURST, CHATD_IDLE_TIMEOUT_MS, ...). */
+  env?: Record<string, string>;
+  /** Bound on the whole start, ready checks included (default 30 s). */
+  startTimeoutMs?: number;
+  /** A label for diagnostics. */
+  label?: string;
+  /** Pass MQ_KEY as 0x hex rather than decimal (PROTOCOL.md allows both). */
+  mqKeyHex?: boolean;
+}
+
+export interface Pm2Process {
+  name: string;
+  pmId: number;
+  pid: number;
+  status: string;
+  /** NODE_APP_INSTANCE (0 for single-instance apps). */
+  instance: number;
+  restarts: number;
+  /** When PM2 last (re)started it (epoch ms). */
+  uptimeSince: number;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Every cluster started and not yet stopped: the exit hook's list. */
+const live = new Set<Cluster>();
+let hooksInstalled = false;
+
+export class Cluster {
+  readonly home: string;
+  readonly shards: number;
+  readonly env: Record<string, string>;
+  port = 0;
+  readonly mqKey: number;
+  readonly label: string;
+  /** PID of the PM2 daemon (God Daemon), known once started. */
+  daemonPid: number | undefined;
+  /** Every app pid seen in a jlist, for the last-resort kill. */
+  private readonly seenPids = new Set<number>();
+  private readonly clients = new Set<ChatClient>();
+  private stopping: Promise<void> | undefined;
+  /** The log tails, read just before stop() deletes PM2_HOME. */
+  finalLogs: string | undefined;
+  private readonly options: ClusterOptions;
+
+  constructor(options: ClusterOptions = {}) {
+    installHooks();
+    this.options = options;
+    this.shards = options.shards ?? 2;
+    this.label = options.label ?? 'cluster';
+    this.home = mkdtempSync(join(tmpdir(), 'chatd-e2e-'));
+    this.mqKey = unusedQueueKey();
+    this.env = {};
+    live.add(this);
+  }
+
+  /** Starts the cluster and resolves once every process is online and the shards answer. */
+  async start(): Promise<void> {
+    const deadline = Date.now() + (this.options.startTimeoutMs ?? 30_000);
+    this.port = await freePort();
+    Object.assign(this.env, {
+      CHATD_HOST: '127.0.0.1',
+      CHATD_PORT: String(this.port),
+      MQ_KEY: this.options.mqKeyHex ? `0x${this.mqKey.toString(16)}` : String(this.mqKey),
+      CHANNELD_SHARDS: String(this.shards),
+      // E2E_LOG_LEVEL (e.g. info) overrides every suite's level when chasing a failure.
+      LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? this.options.logLevel ?? 'warn',
+      ...this.options.env,
+    });
+    const r = await this.pm2(['start', join(PROJECT_ROOT, 'ecosystem.config.js')], 30_000);
+    this.daemonPid = this.readDaemonPid();
+    if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
+    await this.waitOnline(deadline);
+    await this.waitServing(deadline);
+  }
+
+  /** Runs the project's pm2 with this cluster's PM2_HOME and environment. */
+  pm2(args: string[], timeoutMs = 20_000): Promise<RunResult> {
+    // Output goes to files, not pipes: the pm2 CLI calls process.exit() right after printing,
+    // and Node drops what is still queued on a pipe (an error message, say); file writes are sync.
+    const dir = mkdtempSync(join(tmpdir(), 'chatd-e2e-cli-'));
+    const outPath = join(dir, 'out');
+    const errPath = join(dir, 'err');
+    const out = openSync(outPath, 'w');
+    const err = openSync(errPath, 'w');
+    return new Promise((resolvePromise) => {
+      const child = spawn(PM2_BIN, args, { cwd: PROJECT_ROOT, env: this.processEnv(), stdio: ['ignore', out, err] });
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      let done = false;
+      const finish = (code: number | null): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        closeSync(out);
+        closeSync(err);
+        const result = { code, stdout: readFileSync(outPath, 'utf8'), stderr: readFileSync(errPath, 'utf8') };
+        rmSync(dir, { recursive: true, force: true });
+        resolvePromise(result);
+      };
+      child.once('error', () => finish(-1));
+      child.once('exit', (code, signal) => finish(signal ? -1 : code));
+    });
+  }
+
+  /** `pm2 jlist`, parsed. */
+  async jlist(): Promise<Pm2Process[]> {
+    const r = await this.pm2(['jlist']);
+    if (r.code !== 0) throw new Error(`${this.label}: pm2 jlist failed (${r.code}): ${r.stderr}`);
+    const start = r.stdout.search(/^\[/m);
+    if (start < 0) throw new Error(`${this.label}: pm2 jlist printed no JSON: ${r.stdout.slice(0, 500)}`);
+    const raw = JSON.parse(r.stdout.slice(start)) as {
+      name: string;
+      pm_id: number;
+      pid: number;
+      pm2_env?: { status?: string; NODE_APP_INSTANCE?: number | string; restart_time?: number; pm_uptime?: number };
+    }[];
+    const list = raw.map((p) => ({
+      name: p.name,
+      pmId: p.pm_id,
+      pid: p.pid,
+      status: p.pm2_env?.status ?? 'unknown',
+      instance: Number(p.pm2_env?.NODE_APP_INSTANCE ?? 0) || 0,
+      restarts: p.pm2_env?.restart_time ?? 0,
+      uptimeSince: p.pm2_env?.pm_uptime ?? 0,
+    }));
+    for (const p of list) if (p.pid > 0) this.seenPids.add(p.pid);
+    return list;
+  }
+
+  /** The process of one app instance (throws when PM2 does not list it). */
+  async process(app: string, instance = 0): Promise<Pm2Process> {
+    const p = (await this.jlist()).find((x) => x.name === app && x.instance === instance);
+    if (!p) throw new Error(`${this.label}: pm2 lists no ${app} instance ${instance}`);
+    return p;
+  }
+
+  /** The pid of one app instance (0 when it is not running). */
+  async pid(app: string, instance = 0): Promise<number> {
+    return (await this.process(app, instance)).pid;
+  }
+
+  /** Sends a signal to one app instance, by the pid from `pm2 jlist`. Returns that pid. */
+  async signal(app: string, instance: number, signal: NodeJS.Signals): Promise<number> {
+    const pid = await this.pid(app, instance);
+    if (!(pid > 0)) throw new Error(`${this.label}: ${app} ${instance} has no pid`);
+    process.kill(pid, signal);
+    return pid;
+  }
+
+  /** Waits until PM2 shows `app instance` online with a pid other than `oldPid`; returns it. */
+  async waitRestarted(app: string, instance: number, oldPid: number, timeoutMs = 15_000): Promise<Pm2Process> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const p = (await this.jlist()).find((x) => x.name === app && x.instance === instance);
+      if (p && p.status === 'online' && p.pid > 0 && p.pid !== oldPid) return p;
+      if (Date.now() > deadline) throw new Error(`${this.label}: ${app} ${instance} not restarted within ${timeoutMs} ms (${JSON.stringify(p)})`);
+      await sleep(100);
+    }
+  }
+
+  /** The queue's kernel counters (msgctl IPC_STAT), opened by key. */
+  queueStat(): ReturnType<SysvQueue['stat']> & { id: number } {
+    const q = SysvQueue.open({ key: this.mqKey, create: false });
+    return { ...q.stat(), id: q.id };
+  }
+
+  /** Whether a queue with this cluster's key exists (msgget without IPC_CREAT). */
+  queueExists(): boolean {
+    return queueExistsByKey(this.mqKey);
+  }
+
+  /** Polls until the queue holds no message; resolves with the last stat. */
+  async waitQueueEmpty(timeoutMs = 5000): Promise<ReturnType<Cluster['queueStat']>> {
+    const deadline = Date.now() + timeoutMs;
+    let last = this.queueStat();
+    while (last.messages !== 0) {
+      if (Date.now() > deadline) {
+        throw new Error(`${this.label}: queue ${last.id} still holds ${last.messages} message(s) (${last.bytes} bytes) after ${timeoutMs} ms`);
+      }
+      await sleep(50);
+      last = this.queueStat();
+    }
+    return last;
+  }
+
+  /** A client connected to this cluster's chatD, destroyed at stop. */
+  async client(options: { requestTimeoutMs?: number } = {}): Promise<ChatClient> {
+    const c = await ChatClient.connect(this.port, options);
+    this.track(c);
+    return c;
+  }
+
+  /** A connected client with a logged-in character; throws unless the login is ok. */
+  async login(name: string, channel: number): Promise<ChatClient> {
+    const c = await this.client();
+    const r = await c.request({ op: 'login', name, channel });
+    if (r.ok !== true) throw new Error(`${this.label}: login ${name}@${channel} failed: ${JSON.stringify(r)}`);
+    return c;
+  }
+
+  track(c: ChatClient): ChatClient {
+    this.clients.add(c);
+    void c.closed.then(() => this.clients.delete(c));
+    return c;
+  }
+
+  /** Waits until chatD accepts connections and answers ping, and every shard answers a find. */
+  async waitServing(deadline = Date.now() + 20_000): Promise<void> {
+    let lastProblem = 'nothing tried';
+    const probeName = `probe_${process.pid}_${Math.floor(Math.random() * 1e6)}`;
+    let probe: ChatClient | undefined;
+    try {
+      for (;;) {
+        if (Date.now() > deadline) throw new Error(`${this.label}: not serving in time: ${lastProblem}`);
+        try {
+          if (!probe || probe.isClosed) {
+            probe = await ChatClient.connect(this.port, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+            const ping = await probe.request({ op: 'ping' });
+            if (ping.ok !== true) throw new Error(`ping: ${JSON.stringify(ping)}`);
+            const login = await probe.request({ op: 'login', name: probeName, channel: 1 });
+            if (login.ok !== true) {
+              await probe.destroy();
+              throw new Error(`probe login: ${JSON.stringify(login)}`);
+            }
+          }
+          const finds = await Promise.all(
+            namesPerShard(this.shards, 'nobody').map((name) => probe!.request({ op: 'find', name })),
+          );
+          const bad = finds.filter((f: Reply) => f.ok !== true);
+          if (bad.length === 0) break;
+          throw new Error(`find: ${JSON.stringify(bad[0])}`);
+        } catch (err) {
+          lastProblem = (err as Error).message;
+          await sleep(100);
+        }
+      }
+      const out = await probe!.request({ op: 'logout' });
+      if (out.ok !== true) throw new Error(`${this.label}: probe logout failed: ${JSON.stringify(out)}`);
+      await probe!.closed;
+    } finally {
+      if (probe && !probe.isClosed) await probe.destroy();
+    }
+  }
+
+  /** Reads the tail of the processes' PM2 logs (for failure reports). */
+  logs(maxLinesPerFile = 40): string {
+    const dir = join(this.home, 'logs');
+    if (!existsSync(dir)) return '(no logs)';
+    const parts: string[] = [];
+    for (const f of readdirSync(dir).sort()) {
+      const text = readFileSync(join(dir, f), 'utf8').trimEnd();
+      if (!text) continue;
+      const lines = text.split('\n');
+      parts.push(`--- ${f} (${lines.length} lines, last ${Math.min(lines.length, maxLinesPerFile)}) ---\n${lines.slice(-maxLinesPerFile).join('\n')}`);
+    }
+    const daemonLog = join(this.home, 'pm2.log');
+    if (existsSync(daemonLog)) parts.push(`--- pm2.log ---\n${readFileSync(daemonLog, 'utf8').trimEnd().split('\n').slice(-maxLinesPerFile).join('\n')}`);
+    return parts.join('\n');
+  }
+
+  /**
+   * Stops everything this cluster made: clients, the PM2 daemon and its processes (pm2 kill,
+   * then SIGKILL of any survivor that carries our PM2_HOME), the queue (by key), PM2_HOME.
+   * Idempotent; safe after a failed or partial start.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  get stopped(): boolean {
+    return this.stopping !== undefined && !live.has(this);
+  }
+
+  private async doStop(): Promise<void> {
+    const errors: string[] = [];
+    for (const c of this.clients) c.socket.destroy();
+    this.clients.clear();
+    this.daemonPid ??= this.readDaemonPid();
+    if (this.daemonPid !== undefined && isAlive(this.daemonPid)) {
+      try {
+        await this.jlist();
+      } catch {
+        /* the pids seen so far will do */
+      }
+      const r = await this.pm2(['kill'], 30_000);
+      if (r.code !== 0) errors.push(`pm2 kill: ${r.code} ${r.stderr}`);
+    }
+    await waitGone(this.pidsOfOurs(), 5000);
+    for (const pid of this.pidsOfOurs()) {
+      errors.push(`pid ${pid} survived pm2 kill; SIGKILL`);
+      tryKill(pid, 'SIGKILL');
+    }
+    try {
+      removeQueueByKey(this.mqKey);
+    } catch (err) {
+      errors.push(`queue removal: ${(err as Error).message}`);
+    }
+    this.finalLogs = this.logs(E2E_LOG_LINES);
+    rmSync(this.home, { recursive: true, force: true });
+    live.delete(this);
+    if (errors.length > 0) console.warn(`${this.label}: cleanup notes: ${errors.join('; ')}`);
+  }
+
+  /** Synchronous last-resort cleanup for process exit. */
+  stopSync(): void {
+    if (!live.has(this)) return;
+    const daemon = this.daemonPid ?? this.readDaemonPid();
+    if (daemon !== undefined && isAlive(daemon)) {
+      spawnSync(PM2_BIN, ['kill'], { cwd: PROJECT_ROOT, env: this.processEnv(), timeout: 15_000, stdio: 'ignore' });
+    }
+    for (const pid of this.pidsOfOurs()) tryKill(pid, 'SIGKILL');
+    try {
+      removeQueueByKey(this.mqKey);
+    } catch {
+      /* nothing more to do at exit */
+    }
+    rmSync(this.home, { recursive: true, force: true });
+    live.delete(this);
+  }
+
+  /** Live pids (daemon and apps seen) whose environment carries our PM2_HOME: never someone else's. */
+  private pidsOfOurs(): number[] {
+    const candidates = new Set<number>(this.seenPids);
+    if (this.daemonPid !== undefined) candidates.add(this.daemonPid);
+    for (const pid of scanProcPidsWithHome(this.home)) candidates.add(pid);
+    return [...candidates].filter((pid) => isAlive(pid) && hasOurHome(pid, this.home));
+  }
+
+  private readDaemonPid(): number | undefined {
+    try {
+      const pid = Number.parseInt(readFileSync(join(this.home, 'pm2.pid'), 'utf8').trim(), 10);
+      return pid > 0 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private processEnv(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const name of CONFIG_VARIABLES) delete env[name];
+    delete env.NODE_APP_INSTANCE;
+    return { ...env, ...this.env, PM2_HOME: this.home };
+  }
+
+  private async waitOnline(deadline: number): Promise<void> {
+    const expected = 2 + this.shards;
+    for (;;) {
+      const list = await this.jlist();
+      const online = list.filter((p) => p.status === 'online' && p.pid > 0);
+      const errored = list.filter((p) => p.status === 'errored');
+      if (errored.length > 0) throw new Error(`${this.label}: errored in PM2: ${errored.map((p) => `${p.name}:${p.instance}`).join(', ')}\n${this.logs()}`);
+      if (list.length === expected && online.length === expected) return;
+      if (Date.now() > deadline) {
+        throw new Error(`${this.label}: not all ${expected} processes online: ${JSON.stringify(list.map((p) => [p.name, p.instance, p.status]))}\n${this.logs()}`);
+      }
+      await sleep(100);
+    }
+  }
+}
+
+/**
+ * Mocha glue: starts a cluster in `before` and stops it in `after` (which mocha runs even
+ * when `before` or a test failed). On failure the processes' log tails are printed first.
+ * Returns a getter for the running cluster.
+ */
+export function useCluster(options: ClusterOptions = {}): () => Cluster {
+  let cluster: Cluster | undefined;
+  before(async function () {
+    this.timeout((options.startTimeoutMs ?? 30_000) + 15_000);
+    cluster = new Cluster(options);
+    await cluster.start();
+  });
+  after(async function () {
+    this.timeout(60_000);
+    if (!cluster) return;
+    const failed = this.test?.parent ? anyFailed(this.test.parent) : false;
+    await cluster.stop();
+    if (failed || process.env.E2E_SHOW_LOGS) console.log(`\n${cluster.label} logs:\n${cluster.finalLogs}\n`);
+  });
+  return () => {
+    if (!cluster) throw new Error('cluster not started');
+    return cluster;
+  };
+}
+
+function anyFailed(suite: Mocha.Suite): boolean {
+  return suite.tests.some((t) => t.state === 'failed') || suite.suites.some(anyFailed);
+}
+
+/** Names, one per shard, that hash to shards 0..shards-1 (in order). */
+export function namesPerShard(shards: number, prefix: string): string[] {
+  const out: (string | undefined)[] = new Array(shards).fill(undefined);
+  for (let i = 0; out.some((x) => x === undefined); i++) {
+    const name = `${prefix}${i}`;
+    const s = shardFor(name, shards);
+    if (out[s] === undefined) out[s] = name;
+  }
+  return out as string[];
+}
+
+/** `count` names owned by `shard` (of `shards`), built as prefix + counter. */
+export function namesOnShard(shard: number, shards: number, prefix: string, count: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < count; i++) {
+    const name = `${prefix}${i}`;
+    if (shardFor(name, shards) === shard) out.push(name);
+  }
+  return out;
+}
+
+export function shardOf(name: string, shards: number): number {
+  return shardFor(name, shards);
+}
+
+/** Whether a queue with this key exists (msgget without IPC_CREAT). */
+export function queueExistsByKey(key: number): boolean {
+  try {
+    SysvQueue.open({ key, create: false });
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** `ipcs -q` lists a queue with this key. */
+export function ipcsListsKey(key: number): boolean {
+  const r = spawnSync('ipcs', ['-q'], { encoding: 'utf8' });
+  const hex = `0x${key.toString(16).padStart(8, '0')}`;
+  return r.stdout.split('\n').some((line) => line.trim().toLowerCase().startsWith(hex));
+}
+
+/** Whether a God Daemon with this PM2_HOME is running (`ps -eo pid,args`). */
+export function daemonRunningFor(home: string): boolean {
+  const r = spawnSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' });
+  return r.stdout.split('\n').some((l) => l.includes('God Daemon') && l.includes(home));
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie still answers kill(0); it is dead for our purposes.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function removeQueueByKey(key: number): void {
+  let q: SysvQueue;
+  try {
+    q = SysvQueue.open({ key, create: false });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') return;
+    throw err;
+  }
+  q.remove();
+}
+
+function unusedQueueKey(): number {
+  for (;;) {
+    // A range unlikely to meet hand-picked keys (1234, 0x...00 and the like).
+    const key = 0x3e000000 + 1 + Math.floor(Math.random() * 0x00fffffe);
+    if (!queueExistsByKey(key)) return key;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+function hasOurHome(pid: number, home: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`PM2_HOME=${home}`);
+  } catch {
+    return false;
+  }
+}
+
+function scanProcPidsWithHome(home: string): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid !== process.pid && hasOurHome(pid, home)) out.push(pid);
+  }
+  return out;
+}
+
+function tryKill(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    /* gone already */
+  }
+}
+
+async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(isAlive) && Date.now() < deadline) await sleep(50);
+}
+
+function findProjectRoot(): string {
+  // dist/test/helpers → project root; also works from test/helpers under ts-node.
+  for (const up of ['../../..', '../..']) {
+    const dir = resolve(__dirname, up);
+    if (existsSync(join(dir, 'ecosystem.config.js'))) return dir;
+  }
+  throw new Error(`cannot find the project root from ${__dirname}`);
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  const cleanAll = (): void => {
+    for (const c of [...live]) {
+      try {
+        c.stopSync();
+      } catch {
+        /* keep going: other clusters still need cleaning */
+      }
+    }
+  };
+  process.on('exit', cleanAll);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      cleanAll();
+      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+    });
+  }
+}
