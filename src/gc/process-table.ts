@@ -179,10 +179,16 @@ export class ProcessTable {
     return deaths;
   }
 
-  /** Entries silent for longer than deadAfterMs. */
+  /**
+   * Entries silent for longer than deadAfterMs, among those whose pid cannot be checked.
+   * A process whose pid is visible dies by the pid check (or PM2's word) only: on a full queue
+   * its heartbeats wait in its send backlog behind ordinary traffic, and declaring a busy
+   * chatD dead would purge every character it holds.
+   */
   checkSilence(now: number): Death[] {
     const deaths: Death[] = [];
     for (const e of [...this.byMtype.values()]) {
+      if (e.pid !== 0 && e.pidCheck) continue;
       const since = Math.max(e.lastSeenAt, this.silenceFloor);
       if (now - since > this.options.deadAfterMs) {
         const d = this.markDead(e.mtype, e.incarnation, 'silence', now);

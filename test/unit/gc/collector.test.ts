@@ -322,17 +322,30 @@ describe('gc collector', function () {
       expect(shards[1]!.kinds(Kind.PURGE)).to.have.length(0);
     });
 
-    it('silence - a process quiet for deadAfterMs is dead', async () => {
+    it('silence - a process whose pid cannot be checked is dead after deadAfterMs quiet', async () => {
       rig = makeRig({ shards: 1, deadAfterMs: 150 });
-      const { chatd } = await cluster(1);
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      const chatd = rig.chatd(0);
+      rig.alive.delete(chatd.pid); // another pid namespace: only heartbeats tell
+      await chatd.heartbeat('chatd', 0);
       await waitFor(() => rig.collector.table.get(chatd.mtype) === undefined, 2000, 5, 'silence death');
       expect(linesWith(rig.lines, 'process died').map((l) => l.reason)).to.include('silence');
+    });
+
+    it('silence - a quiet process whose pid is alive is not declared dead (its heartbeats may wait behind a full queue)', async () => {
+      rig = makeRig({ shards: 1, deadAfterMs: 100 });
+      const { chatd } = await cluster(1);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation).to.equal(chatd.incarnation);
+      expect(linesWith(rig.lines, 'process died')).to.deep.equal([]);
     });
 
     it('revive - a chatD declared dead by silence that heartbeats again is taken back and resynced', async () => {
       rig = makeRig({ shards: 1, deadAfterMs: 100 });
       const s = rig.shard(0);
       const c = rig.chatd(0);
+      rig.alive.delete(c.pid); // pid not visible: silence is what declares it dead
       await c.heartbeat('chatd', 0);
       // Keep the shard alive, let the chatD fall silent.
       await waitFor(() => {
@@ -340,6 +353,7 @@ describe('gc collector', function () {
         return rig.collector.table.vacancy(c.mtype) !== undefined;
       }, 2000, 20, 'chatD silent');
       await rig.collector.settled();
+      rig.alive.add(c.pid); // seen again, and its pid is there: it was only quiet
       expect((await c.heartbeat('chatd', 0)).status).to.equal(Status.OK);
       expect(rig.collector.table.get(c.mtype)?.incarnation).to.equal(c.incarnation);
       await waitFor(() => c.kinds(Kind.RESYNC).length === 1, 2000, 5, 'resync');

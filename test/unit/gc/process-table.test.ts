@@ -78,11 +78,16 @@ describe('gc process table', () => {
     const t = new ProcessTable({ deadAfterMs: 1000 });
     t.heartbeat(S0, 10, 100, 0);
     t.heartbeat(S1, 11, 101, 500);
+    t.heartbeat(C0, 12, 102, 0);
+    // S0 and S1 are in another pid namespace; C0's pid is checkable, so silence never kills it.
+    t.get(S0)!.pidCheck = false;
+    t.get(S1)!.pidCheck = false;
     expect(t.checkSilence(1000)).to.deep.equal([]);
     t.forgiveSilenceBefore(1001);
     expect(t.checkSilence(1900)).to.deep.equal([]);
     const d = t.checkSilence(2002);
     expect(d.map((x) => [x.mtype, x.reason])).to.deep.equal([[S0, 'silence'], [S1, 'silence']]);
+    expect(t.get(C0)?.incarnation).to.equal(12);
   });
 
   it('revive - takes back a dead incarnation only while its mtype is vacant', () => {
