@@ -1,7 +1,7 @@
 /** Character names: validity (same rule as the request schema) and the directory key. */
 
 export const NAME_MAX_CODE_POINTS = 24;
-const NAME_PATTERN = /^[\p{L}\p{N}_]+$/u;
+const NAME_PATTERN = /^[\p{L}\p{Nd}_]+$/u;
 
 /**
  * The directory key under which a name is registered and looked up.

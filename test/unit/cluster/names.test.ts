@@ -60,3 +60,13 @@ describe('cluster - names', () => {
     expect(isValidName('e\u0301')).to.equal(true); // composes to a letter
   });
 });
+
+describe('cluster - names: digits are decimal digits (PROTOCOL.md: "letter, digit or _")', () => {
+  it('accepts decimal digits of any script and refuses other numbers', () => {
+    expect(isValidName('player٣')).to.equal(true); // Arabic-Indic digit three
+    expect(isValidName('user42')).to.equal(true);
+    expect(isValidName('half½')).to.equal(false);
+    expect(isValidName('roman\u216B')).to.equal(false); // Roman numeral twelve (a letter number)
+    expect(isValidName('sup²')).to.equal(false);
+  });
+});

@@ -234,3 +234,11 @@ describe('protocol/request-validator', () => {
     });
   });
 });
+
+describe('protocol/request-validator - digits in names', () => {
+  it('takes decimal digits and refuses other numeric characters', () => {
+    const v = createRequestValidator({ channels: 20 });
+    expect(v({ op: 'find', id: 1, name: 'user٣4' }).ok).to.equal(true);
+    expect(v({ op: 'find', id: 1, name: 'half½' }).ok).to.equal(false);
+  });
+});
