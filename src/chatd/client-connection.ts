@@ -12,7 +12,7 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   ratePerSec: number;
   rateBurst: number;
-  /** Past this many bytes waiting to be written, reading pauses and pushes are dropped. */
+  /** Past this many bytes waiting to be written, pushes are dropped. */
   writeBufferBytes: number;
   /** Requests in flight past which reading pauses (backpressure instead of errors). */
   maxInFlight: number;
@@ -27,8 +27,9 @@ export interface ConnectionHandler {
 
 /**
  * One client's TCP connection: framing, rate limit, idle timeout and write backpressure.
- * A slow reader cannot make chatD buffer without bound: while its socket holds more than
- * writeBufferBytes unsent, chatD stops reading its requests and drops channel pushes to it.
+ * A slow reader cannot make chatD buffer without bound: while its socket needs draining,
+ * chatD stops reading its requests (so replies stay bounded by what is in flight), and past
+ * writeBufferBytes unsent it drops channel pushes to it.
  */
 export class ClientConnection {
   session: Session | undefined;
@@ -160,7 +161,8 @@ export class ClientConnection {
 
   private updateFlow(): void {
     if (this.closed || this.closing) return;
-    const behind = this.socket.writableLength > this.options.writeBufferBytes || this.inFlight >= this.options.maxInFlight;
+    // writableNeedDrain: the stream's own signal, and 'drain' is guaranteed to follow it.
+    const behind = this.socket.writableNeedDrain || this.inFlight >= this.options.maxInFlight;
     if (behind && !this.paused) {
       this.paused = true;
       this.socket.pause();

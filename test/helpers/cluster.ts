@@ -379,6 +379,9 @@ export class Cluster {
     const env: NodeJS.ProcessEnv = { ...process.env };
     for (const name of CONFIG_VARIABLES) delete env[name];
     delete env.NODE_APP_INSTANCE;
+    // Loading the pm2 module anywhere in this test process (the gc suites do) sets
+    // PM2_PROGRAMMATIC=true, which silences the pm2 CLI of a child: its error messages vanish.
+    for (const name of Object.keys(env)) if (name.startsWith('PM2_') || name === 'pm_id') delete env[name];
     return { ...env, ...this.env, PM2_HOME: this.home };
   }
 
