@@ -1,10 +1,7 @@
 import { loadConfig } from '../config';
-import { Endpoint } from '../ipc/endpoint';
-import { newIncarnation } from '../ipc/envelope';
 import { shardMtype } from '../ipc/mtypes';
-import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
 import { createLogger } from '../log';
-import { openClusterQueue } from '../runtime/cluster-queue';
+import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { Heartbeat } from '../runtime/heartbeat';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
@@ -12,7 +9,7 @@ import { ShardServer } from './shard-server';
 /** channelD entry point: one process per shard; the shard index comes from PM2's NODE_APP_INSTANCE. */
 function main(): void {
   const config = loadConfig();
-  const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? process.env.CHANNELD_SHARD ?? '0', 10);
+  const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? '0', 10);
   const log = createLogger({ app: 'channeld', shard }, { level: config.logLevel });
   exitOnFatal(log);
   if (!(shard >= 0 && shard < config.shards)) {
@@ -20,29 +17,19 @@ function main(): void {
     process.exit(1);
   }
   log.info({ config }, 'starting');
-  const queue = openClusterQueue(config, log);
-  const transport = new SysvTransport(queue, {
-    ...defaultSysvTransportOptions,
-    onSendError: (err) => log.error({ err }, 'queued sends failed'),
-  });
-  const incarnation = newIncarnation();
-  const endpoint = new Endpoint(transport, { mtype: shardMtype(shard), incarnation, maxBatchBytes: config.mqBatchBytes });
-  const server = new ShardServer(endpoint, { shard, shards: config.shards, recoveryMs: config.shardRecoveryMs, log });
+  const mtype = shardMtype(shard);
+  const ce = openClusterEndpoint(config, log, mtype);
+  const server = new ShardServer(ce.endpoint, { shard, shards: config.shards, recoveryMs: config.shardRecoveryMs, log });
   server.start();
-  const heartbeat = new Heartbeat(endpoint, { role: 'channeld', index: shard }, config.heartbeatMs);
+  exitWhenReceiverEnds(ce.endpoint.receiver, log);
+  const heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs);
   heartbeat.start();
-  void endpoint.ended?.then((end) => {
-    if (end.reason === 'closed') return;
-    log.fatal({ end }, 'queue receiver ended; exiting so PM2 restarts us on a fresh queue');
-    process.exit(1);
-  });
   onShutdown(log, async () => {
     heartbeat.stop();
     server.stop();
-    await endpoint.close();
-    await transport.close();
+    await ce.close();
   });
-  void server.whenLive().then(() => ready(log, { mtype: shardMtype(shard), incarnation, entries: server.directory.size }));
+  void server.whenLive().then(() => ready(log, { mtype, incarnation: ce.incarnation, entries: server.directory.size }));
 }
 
 main();

@@ -34,7 +34,7 @@ export function legacyReplyBody(text: string): Buffer {
  * commands get the error text a client would see in `error.message`.
  */
 export class LegacyGateway {
-  private receiver: Receiver | undefined;
+  receiver: Receiver | undefined;
   readonly counters = { requests: 0, replies: 0, errors: 0 };
 
   constructor(

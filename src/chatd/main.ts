@@ -1,10 +1,7 @@
 import { loadConfig } from '../config';
-import { Endpoint } from '../ipc/endpoint';
-import { newIncarnation } from '../ipc/envelope';
 import { chatdMtype } from '../ipc/mtypes';
-import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
 import { createLogger } from '../log';
-import { openClusterQueue } from '../runtime/cluster-queue';
+import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ChatdServer } from './chatd-server';
 
@@ -15,25 +12,17 @@ async function main(): Promise<void> {
   const log = createLogger({ app: 'chatd', instance: index }, { level: config.logLevel });
   exitOnFatal(log);
   log.info({ config }, 'starting');
-  const queue = openClusterQueue(config, log);
-  const transport = new SysvTransport(queue, {
-    ...defaultSysvTransportOptions,
-    onSendError: (err) => log.error({ err }, 'queued sends failed'),
-  });
-  const incarnation = newIncarnation();
-  const endpoint = new Endpoint(transport, { mtype: chatdMtype(index), incarnation, maxBatchBytes: config.mqBatchBytes });
-  const server = new ChatdServer(config, transport, endpoint, log, index);
-  void endpoint.ended?.then((end) => {
-    if (end.reason === 'closed') return;
-    log.fatal({ end }, 'queue receiver ended; exiting so PM2 restarts us on a fresh queue');
-    process.exit(1);
-  });
+  const mtype = chatdMtype(index);
+  const ce = openClusterEndpoint(config, log, mtype);
+  const server = new ChatdServer(config, ce.transport, ce.endpoint, log, index);
   onShutdown(log, async () => {
     await server.stop();
-    await transport.close();
+    await ce.transport.close();
   });
   const address = await server.start();
-  ready(log, { address, mtype: chatdMtype(index), incarnation });
+  exitWhenReceiverEnds(ce.endpoint.receiver, log);
+  exitWhenReceiverEnds(server.legacy.receiver, log);
+  ready(log, { address, mtype, incarnation: ce.incarnation });
 }
 
 void main();

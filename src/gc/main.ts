@@ -1,12 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config';
-import { Endpoint } from '../ipc/endpoint';
-import { newIncarnation } from '../ipc/envelope';
 import { MTYPE_GC } from '../ipc/mtypes';
 import type { SysvQueue } from '../ipc/sysv/sysv-queue';
-import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
 import { createLogger } from '../log';
-import { openClusterQueue } from '../runtime/cluster-queue';
+import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { Collector } from './collector';
 import { Pm2Watch } from './pm2-watch';
@@ -46,13 +43,7 @@ function main(): void {
   const config = loadConfig();
   const log = createLogger({ app: 'gc' }, { level: config.logLevel });
   exitOnFatal(log);
-  const queue = openClusterQueue(config, log);
-  const transport = new SysvTransport(queue, {
-    ...defaultSysvTransportOptions,
-    onSendError: (err) => log.error({ err }, 'queued sends failed'),
-  });
-  const incarnation = newIncarnation();
-  const endpoint = new Endpoint(transport, { mtype: MTYPE_GC, incarnation, maxBatchBytes: config.mqBatchBytes });
+  const { queue, endpoint, incarnation, close } = openClusterEndpoint(config, log, MTYPE_GC);
   const collector = new Collector({
     endpoint,
     config,
@@ -64,16 +55,11 @@ function main(): void {
   collector.start();
   const watch = new Pm2Watch(log.child({ component: 'pm2-watch' }), (ev) => collector.supervisorEvent(ev));
   void watch.start();
-  void endpoint.ended?.then((end) => {
-    if (end.reason === 'closed') return;
-    log.fatal({ end }, 'queue receiver ended; exiting so PM2 restarts us on a fresh queue');
-    process.exit(1);
-  });
+  exitWhenReceiverEnds(endpoint.receiver, log);
   onShutdown(log, async () => {
     collector.stop();
     await watch.stop();
-    await endpoint.close();
-    await transport.close();
+    await close();
   });
   ready(log, { mtype: MTYPE_GC, incarnation, queueId: queue.id });
 }

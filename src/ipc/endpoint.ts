@@ -12,7 +12,7 @@ import {
   type InboundRecord,
   type OutboundRecord,
 } from './envelope';
-import type { MessageTransport, ReceivedMessage, Receiver, ReceiverEnd } from './transport';
+import type { MessageTransport, ReceivedMessage, Receiver } from './transport';
 
 /** Reply status 0 is success; anything else is an error status chosen by the layer above. */
 export const STATUS_OK = 0;
@@ -106,7 +106,7 @@ export class Endpoint {
   private expiryHead = 0;
   private nextReqId: number;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private receiver: Receiver | undefined;
+  private receiverOf: Receiver | undefined;
   private handler: RecordHandler | undefined;
   private closed = false;
 
@@ -126,15 +126,15 @@ export class Endpoint {
 
   /** Starts receiving this endpoint's mtype. `handler` sees one-way records and requests. */
   start(handler: RecordHandler): Receiver {
-    if (this.receiver) throw new IpcError('EBUSY', 'endpoint already started');
+    if (this.receiverOf) throw new IpcError('EBUSY', 'endpoint already started');
     this.handler = handler;
-    this.receiver = this.transport.receive(this.mtype, (batch) => this.onBatch(batch));
-    return this.receiver;
+    this.receiverOf = this.transport.receive(this.mtype, (batch) => this.onBatch(batch));
+    return this.receiverOf;
   }
 
-  /** Settles when the receiver stops (queue removed, closed, ...). */
-  get ended(): Promise<ReceiverEnd> | undefined {
-    return this.receiver?.ended;
+  /** The receiver of this endpoint's mtype, once started. */
+  get receiver(): Receiver | undefined {
+    return this.receiverOf;
   }
 
   /** Sends a one-way record. Errors that happen at flush time go to `onFail`. */
@@ -311,7 +311,7 @@ export class Endpoint {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const [, p] of this.pending) p.reject(new RequestError('UNAVAILABLE', 'endpoint closed'));
     this.pending.clear();
-    await this.receiver?.close();
+    await this.receiverOf?.close();
   }
 }
 

@@ -1,13 +1,13 @@
-import { IpcError, TransportClosedError, checkMtype } from '../ipc-error';
-import { SendBacklog } from '../send-backlog';
-import type { BatchHandler, MessageTransport, QueueStat, ReceivedMessage, Receiver, ReceiverEnd, TransportCounters } from '../transport';
+import { IpcError } from '../ipc-error';
+import { QueueTransport, defaultBacklogOptions, type BacklogOptions, type NonBlockingQueue } from '../queue-transport';
+import type { BatchHandler, QueueStat, ReceivedMessage, Receiver, ReceiverEnd } from '../transport';
 
 /**
  * An in-process stand-in for one System V queue: per-mtype FIFOs sharing one byte capacity,
  * so that "queue full" and backpressure behave as they do in the kernel. Several
  * LocalTransports on one LocalQueue play several processes.
  */
-export class LocalQueue {
+export class LocalQueue implements NonBlockingQueue {
   private readonly fifos = new Map<number, Buffer[]>();
   /** Several receivers may share an mtype (as two processes may, briefly, during a restart). */
   private readonly waiters = new Map<number, Set<() => void>>();
@@ -122,89 +122,12 @@ class LocalReceiver implements Receiver {
 }
 
 /** The in-process transport: same contract as SysvTransport, no kernel involved. */
-export class LocalTransport implements MessageTransport {
-  private readonly backlog: SendBacklog;
-  private readonly receivers = new Map<number, LocalReceiver>();
-  private sent = 0;
-  private received = 0;
-  private closed = false;
-
-  constructor(
-    readonly queue: LocalQueue,
-    options: { backlogMessages?: number; backlogBytes?: number; onSendError?: (err: Error) => void } = {},
-  ) {
-    this.backlog = new SendBacklog(
-      (mtype, body) => {
-        const ok = queue.trySend(mtype, body);
-        if (ok) this.sent++;
-        return ok;
-      },
-      {
-        maxMessages: options.backlogMessages ?? 100_000,
-        maxBytes: options.backlogBytes ?? 64 * 1024 * 1024,
-        minRetryMs: 1,
-        maxRetryMs: 20,
-        onError: options.onSendError ?? (() => {}),
-      },
-    );
+export class LocalTransport extends QueueTransport<LocalQueue> {
+  constructor(queue: LocalQueue, options: Partial<BacklogOptions> = {}) {
+    super(queue, { ...defaultBacklogOptions, ...options });
   }
 
-  get maxMessageBytes(): number {
-    return this.queue.maxMessageBytes;
-  }
-
-  send(mtype: number, body: Uint8Array): void {
-    if (this.closed) throw new TransportClosedError('closed');
-    if (this.queue.removed) {
-      this.backlog.close('queue removed');
-      throw new TransportClosedError('queue removed');
-    }
-    if (body.byteLength > this.queue.maxMessageBytes) {
-      throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
-    }
-    if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
-    checkMtype(mtype);
-    this.backlog.send(mtype, body);
-  }
-
-  receive(mtype: number, onBatch: BatchHandler): Receiver {
-    if (this.closed) throw new TransportClosedError('closed');
-    if (this.receivers.has(mtype)) throw new IpcError('EBUSY', `already receiving mtype ${mtype}`);
-    const receiver = new LocalReceiver(
-      this.queue,
-      mtype,
-      (batch) => {
-        this.received += batch.length;
-        onBatch(batch);
-      },
-      4096,
-    );
-    this.receivers.set(mtype, receiver);
-    void receiver.ended.then(() => {
-      if (this.receivers.get(mtype) === receiver) this.receivers.delete(mtype);
-    });
-    return receiver;
-  }
-
-  stat(): QueueStat {
-    return this.queue.stat();
-  }
-
-  counters(): TransportCounters {
-    return {
-      sent: this.sent,
-      received: this.received,
-      deferred: this.backlog.deferred,
-      backlogMessages: this.backlog.messages,
-      backlogBytes: this.backlog.byteCount,
-    };
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.backlog.close('closed');
-    await Promise.all([...this.receivers.values()].map((r) => r.close()));
-    this.receivers.clear();
+  protected openReceiver(mtype: number, onBatch: BatchHandler): Receiver {
+    return new LocalReceiver(this.queue, mtype, onBatch, 4096);
   }
 }

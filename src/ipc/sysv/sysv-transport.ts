@@ -1,110 +1,27 @@
-import { IpcError, TransportClosedError, checkMtype, isQueueGone } from '../ipc-error';
-import { SendBacklog } from '../send-backlog';
-import type { BatchHandler, MessageTransport, QueueStat, Receiver, TransportCounters } from '../transport';
-import { SysvQueue } from './sysv-queue';
+import { QueueTransport, defaultBacklogOptions, type BacklogOptions } from '../queue-transport';
+import type { BatchHandler, Receiver } from '../transport';
+import type { SysvQueue } from './sysv-queue';
 import { SysvReceiver, defaultReceiverOptions, type SysvReceiverOptions } from './sysv-receiver';
 
-export interface SysvTransportOptions {
-  backlogMessages: number;
-  backlogBytes: number;
+export interface SysvTransportOptions extends BacklogOptions {
   receiver: SysvReceiverOptions;
-  /** Told when the backlog fails for good (queue removed while messages waited). */
-  onSendError: (err: Error) => void;
 }
 
 export const defaultSysvTransportOptions: SysvTransportOptions = Object.freeze({
-  backlogMessages: 100_000,
-  backlogBytes: 64 * 1024 * 1024,
+  ...defaultBacklogOptions,
   receiver: defaultReceiverOptions,
-  onSendError: () => {},
 });
 
 /** The real transport: one System V queue, a receiver thread per mtype, a bounded backlog. */
-export class SysvTransport implements MessageTransport {
-  private readonly backlog: SendBacklog;
-  private readonly receivers = new Map<number, SysvReceiver>();
-  private sent = 0;
-  private received = 0;
-  private closed = false;
-
+export class SysvTransport extends QueueTransport<SysvQueue> {
   constructor(
-    readonly queue: SysvQueue,
+    queue: SysvQueue,
     private readonly options: SysvTransportOptions = defaultSysvTransportOptions,
   ) {
-    this.backlog = new SendBacklog(
-      (mtype, body) => {
-        const ok = queue.trySend(mtype, body);
-        if (ok) this.sent++;
-        return ok;
-      },
-      {
-        maxMessages: options.backlogMessages,
-        maxBytes: options.backlogBytes,
-        minRetryMs: 1,
-        maxRetryMs: 20,
-        onError: (err) => options.onSendError(err),
-      },
-    );
+    super(queue, options);
   }
 
-  get maxMessageBytes(): number {
-    return this.queue.maxMessageBytes;
-  }
-
-  send(mtype: number, body: Uint8Array): void {
-    if (this.closed) throw new TransportClosedError('closed');
-    if (body.byteLength > this.queue.maxMessageBytes) {
-      throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
-    }
-    if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
-    checkMtype(mtype);
-    try {
-      this.backlog.send(mtype, body);
-    } catch (err) {
-      if (!isQueueGone(err)) throw err;
-      this.backlog.close('queue removed');
-      throw new TransportClosedError('queue removed', { cause: err });
-    }
-  }
-
-  receive(mtype: number, onBatch: BatchHandler): Receiver {
-    if (this.closed) throw new TransportClosedError('closed');
-    if (this.receivers.has(mtype)) throw new IpcError('EBUSY', `already receiving mtype ${mtype}`);
-    const receiver = new SysvReceiver(
-      this.queue,
-      mtype,
-      (batch) => {
-        this.received += batch.length;
-        onBatch(batch);
-      },
-      this.options.receiver,
-    );
-    this.receivers.set(mtype, receiver);
-    void receiver.ended.then(() => {
-      if (this.receivers.get(mtype) === receiver) this.receivers.delete(mtype);
-    });
-    return receiver;
-  }
-
-  stat(): QueueStat {
-    return this.queue.stat();
-  }
-
-  counters(): TransportCounters {
-    return {
-      sent: this.sent,
-      received: this.received,
-      deferred: this.backlog.deferred,
-      backlogMessages: this.backlog.messages,
-      backlogBytes: this.backlog.byteCount,
-    };
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.backlog.close('closed');
-    await Promise.all([...this.receivers.values()].map((r) => r.close()));
-    this.receivers.clear();
+  protected openReceiver(mtype: number, onBatch: BatchHandler): Receiver {
+    return new SysvReceiver(this.queue, mtype, onBatch, this.options.receiver);
   }
 }

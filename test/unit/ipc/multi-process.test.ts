@@ -106,7 +106,7 @@ describe('ipc/multi-process', function () {
     expect(server.counters.garbage).to.equal(garbage + truncated);
     expect(seen).to.have.length(requests);
     expect(server.counters).to.include({ stale: 0, expired: 0 });
-    expect(server.ended).to.not.equal(undefined);
+    expect(server.receiver).to.not.equal(undefined);
     // Still alive and serving: a request from this process goes round too.
     const asker = scope.track(new Endpoint(transport, { mtype: 1001, incarnation: newIncarnation(), maxBatchBytes: 8192 }));
     asker.start(() => {});

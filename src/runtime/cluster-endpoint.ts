@@ -1,0 +1,50 @@
+import type { Config } from '../config';
+import { Endpoint } from '../ipc/endpoint';
+import { newIncarnation } from '../ipc/envelope';
+import type { SysvQueue } from '../ipc/sysv/sysv-queue';
+import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
+import type { Receiver } from '../ipc/transport';
+import type { Logger } from '../log';
+import { openClusterQueue } from './cluster-queue';
+
+export interface ClusterEndpoint {
+  readonly queue: SysvQueue;
+  readonly transport: SysvTransport;
+  readonly endpoint: Endpoint;
+  readonly incarnation: number;
+  /** Closes the endpoint, then the transport (receiver threads). */
+  close(): Promise<void>;
+}
+
+/** A daemon's address on the cluster's queue: the queue by MQ_KEY, its transport, an endpoint on `mtype`. */
+export function openClusterEndpoint(config: Config, log: Logger, mtype: number): ClusterEndpoint {
+  const queue = openClusterQueue(config, log);
+  const transport = new SysvTransport(queue, {
+    ...defaultSysvTransportOptions,
+    onSendError: (err) => log.error({ err }, 'queued sends failed'),
+  });
+  const incarnation = newIncarnation();
+  const endpoint = new Endpoint(transport, { mtype, incarnation, maxBatchBytes: config.mqBatchBytes });
+  return {
+    queue,
+    transport,
+    endpoint,
+    incarnation,
+    async close() {
+      await endpoint.close();
+      await transport.close();
+    },
+  };
+}
+
+/**
+ * A receiver that ends by itself (the queue was removed, its thread died) leaves the process
+ * deaf: exit, and PM2 restarts it on a fresh queue.
+ */
+export function exitWhenReceiverEnds(receiver: Receiver | undefined, log: Logger): void {
+  void receiver?.ended.then((end) => {
+    if (end.reason === 'closed') return;
+    log.fatal({ end, mtype: receiver.mtype }, 'queue receiver ended; exiting so PM2 restarts us on a fresh queue');
+    process.exit(1);
+  });
+}
