@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { SysvQueue } from '../../src/ipc/sysv/sysv-queue';
 import { ChatClient, type Reply } from '../helpers/chat-client';
 import { isAlive, shardOf, sleep, useCluster } from '../helpers/cluster';
 import { cleanupChecks, expectEachReplyOnce, expectError } from './e2e-support';
@@ -315,6 +316,21 @@ describe('failure (e2e): processes killed behind chatD', function () {
     }
     await cluster().waitServing(Date.now() + 15_000);
     expectEachReplyOnce(observer);
+  });
+
+  it('(e) the queue removed under the running cluster: every daemon exits, PM2 restarts them on a fresh queue, service resumes', async () => {
+    const apps: [string, number][] = [['chatd', 0], ['gc', 0], ...Array.from({ length: SHARDS }, (_, i): [string, number] => ['channeld', i])];
+    const before = await Promise.all(apps.map(([app, i]) => cluster().pid(app, i)));
+    const oldId = cluster().queueStat().id;
+    SysvQueue.open({ key: cluster().mqKey, create: false }).remove();
+    const removedAt = Date.now();
+    await Promise.all(apps.map(([app, i], k) => cluster().waitRestarted(app, i, before[k]!, 20_000)));
+    await cluster().waitServing(Date.now() + 20_000);
+    console.log(`      (all ${apps.length} processes restarted and serving ${Date.now() - removedAt} ms after the removal)`);
+    expect(cluster().queueStat().id, 'a fresh queue under the same key').to.not.equal(oldId);
+    const a = await cluster().login('Phoenix', 4);
+    const r = await a.request({ op: 'chat', text: '/찾기 phoenix' });
+    expect(r).to.deep.include({ ok: true, command: 'find', text: 'Phoenix님은 4채널에 있습니다.' });
   });
 
   describe('end', () => {
