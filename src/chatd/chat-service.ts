@@ -82,6 +82,7 @@ export class ChatService implements ConnectionHandler {
         }
         const message = err instanceof ClientError ? err.message : 'internal error';
         conn.reply(errorReply(req.op, req.id, code, message));
+        if (req.op === 'logout' && !conn.session) conn.end(); // the session is gone either way
       },
     );
   }
@@ -175,7 +176,6 @@ export class ChatService implements ConnectionHandler {
 
   /** Delivers a whisper: locally when the target is here, else through the chatD that holds it. */
   private async whisper(s: Session, to: string, text: string, lang: Lang = 'en'): Promise<string> {
-    if ([...text].length > 500) throw new ClientError(ClientErrorCode.BAD_REQUEST, 'text: must be 1-500 characters');
     const local = this.sessions.get(normalizeName(to));
     if (local) {
       local.conn.push(whisperPush(s.name, text));
@@ -207,9 +207,9 @@ export class ChatService implements ConnectionHandler {
   private async logout(conn: ClientConnection, s: Session): Promise<Fields> {
     conn.session = undefined;
     this.sessions.delete(s);
-    const gone = await this.reaper.end(s.name, s.id);
+    // The client waits for its reply: past one collector round and one direct attempt, answer.
+    const gone = await this.reaper.end(s.name, s.id, this.options.requestTimeoutMs + 700);
     if (!gone) {
-      conn.end();
       throw new ClientError(ClientErrorCode.UNAVAILABLE, 'logout could not be confirmed; the character goes offline shortly');
     }
     return {};

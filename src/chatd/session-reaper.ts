@@ -23,8 +23,20 @@ export class SessionReaper {
     private readonly collectorTimeoutMs = 600,
   ) {}
 
-  /** Resolves true once the entry is gone from its shard (or its shard is down, so it is gone anyway). */
-  async end(name: string, session: number): Promise<boolean> {
+  /**
+   * Resolves true once the entry is gone from its shard (or its shard is down, so it is gone
+   * anyway); false when that has not happened within `patienceMs`, or ever. Retries go on in
+   * the background after a false from impatience.
+   */
+  end(name: string, session: number, patienceMs = Infinity): Promise<boolean> {
+    const done = this.reap(name, session);
+    if (!Number.isFinite(patienceMs)) return done;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), patienceMs)));
+    return Promise.race([done, late]).finally(() => clearTimeout(timer));
+  }
+
+  private async reap(name: string, session: number): Promise<boolean> {
     const tag = `${name}:${session}`;
     this.ending.add(tag);
     this.counters.ended++;

@@ -86,6 +86,26 @@ describe('chatd - whole front end over the local transport', () => {
     }
   });
 
+  it('logout that cannot be confirmed: UNAVAILABLE within 2 s, the connection closes, removal retries go on', async () => {
+    const [s0] = await shards(1);
+    const { server, port } = await chatd(config({ CHANNELD_SHARDS: '1' }));
+    const a = await client(port, 'Alice');
+    const b = await client(port, 'Bob');
+    // The shard stops answering: removals cannot be confirmed (and no collector runs).
+    const endpoint = (s0 as unknown as { endpoint: Endpoint }).endpoint;
+    const receiver = endpoint.receiver!;
+    await receiver.close();
+    const t0 = Date.now();
+    const r = await a.request({ op: 'logout', id: 9 }, 5000);
+    expect(r).to.deep.include({ op: 'logout', id: 9, ok: false });
+    expect((r.error as { code: string }).code).to.equal('UNAVAILABLE');
+    expect(Date.now() - t0).to.be.below(2000);
+    await a.closed;
+    expect(a.repliesById.get(9)).to.equal(1);
+    expect((await b.request({ op: 'ping' })).ok, 'others unaffected').to.equal(true);
+    expect(server.reaper.counters.retries, 'removal retried in the background').to.be.greaterThan(0);
+  });
+
   it('answers TIMEOUT when the owning shard never answers, exactly once', async () => {
     const s = await shards(2, false); // endpoints exist, nobody receives
     void s;
