@@ -5,7 +5,13 @@
  * with a message naming it. Each process validates it again at its own start.
  */
 const path = require('node:path');
-const { loadConfig } = require('./dist/src/config');
+let loadConfig;
+try {
+  ({ loadConfig } = require('./dist/src/config'));
+} catch (err) {
+  console.error('chatd-cluster: dist/ is missing or stale: run `npm run build` first (npm start does it)');
+  throw err;
+}
 
 let config;
 try {
