@@ -82,14 +82,14 @@ export class ChatService implements ConnectionHandler {
         }
         const message = err instanceof ClientError ? err.message : 'internal error';
         conn.reply(errorReply(req.op, req.id, code, message));
-        if (req.op === 'logout' && !conn.session) conn.end(); // the session is gone either way
+        if (conn.endAfterReply) conn.end(); // a logout that could not be confirmed: the session is gone all the same
       },
     );
   }
 
   private finish(conn: ClientConnection, req: ClientRequest, fields: Fields): void {
     conn.reply(okReply(req.op, req.id, fields));
-    if (req.op === 'logout') conn.end();
+    if (conn.endAfterReply) conn.end();
   }
 
   private dispatch(conn: ClientConnection, req: ClientRequest): Fields | Promise<Fields> {
@@ -205,6 +205,7 @@ export class ChatService implements ConnectionHandler {
   }
 
   private async logout(conn: ClientConnection, s: Session): Promise<Fields> {
+    conn.endAfterReply = true;
     conn.session = undefined;
     this.sessions.delete(s);
     // The client waits for its reply: past one collector round and one direct attempt, answer.

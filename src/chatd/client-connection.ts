@@ -36,6 +36,8 @@ export class ClientConnection {
   /** A login in flight (its session id), so that a second one gets ALREADY_LOGGED_IN. */
   pendingLogin: number | undefined;
   closed = false;
+  /** Set by logout: the connection closes once that reply is written. */
+  endAfterReply = false;
   inFlight = 0;
   droppedPushes = 0;
   private readonly decoder: FrameDecoder;

@@ -1,14 +1,11 @@
 import { IpcError } from './ipc-error';
 import {
   HEADER_BYTES,
+  checkEnvelope,
+  writeHeader,
   MAX_PAYLOAD_BYTES,
   MAX_RECORDS,
   RECORD_HEADER_BYTES,
-  decodeEnvelope,
-  deadlineIn,
-  msLeft,
-  writeHeader,
-  writeRecord,
   type InboundRecord,
   type OutboundRecord,
 } from './envelope';
@@ -63,6 +60,14 @@ export interface EndpointOptions {
   maxBatchBytes: number;
   /** How often pending requests are checked for timeouts. */
   timeoutSweepMs?: number;
+  /**
+   * Flow control: request bytes (12-byte record headers + payloads) that may be in flight to
+   * one destination mtype; further requests wait in the endpoint, encoded, and go out as
+   * replies or timeouts come back. Default 3/4 of the queue's capacity (12 KiB of 16 KiB).
+   * Requests and replies share the queue: a requester that fills it leaves no room for the
+   * replies it waits for. Infinity turns flow control off.
+   */
+  maxInFlightBytes?: number;
 }
 
 /** Handles one-way records and requests. For requests, `reply` must be called exactly once. */
@@ -73,20 +78,46 @@ interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
   expires: number;
+  /** Destination and record size, for the flow-control credit. */
+  to: number;
+  size: number;
+  /** Holds credit (was appended to an envelope), as opposed to waiting for it. */
+  sent: boolean;
 }
+
+/**
+ * Per destination: request bytes in flight, and the requests waiting for credit, kept
+ * encoded in an arena (u32 toIncarnation, then the 12-byte record header and the payload):
+ * one copy per waiting request, no object or ArrayBuffer per request.
+ */
+interface Credit {
+  inFlight: number;
+  arena: Buffer;
+  head: number;
+  tail: number;
+}
+
+const WAIT_PREFIX = 4;
 
 interface OpenBatch {
   to: number;
   toIncarnation: number;
-  records: OutboundRecord[];
+  buf: Buffer;
   bytes: number;
-  onFail: ((err: Error) => void)[];
+  count: number;
+  /** Request ids carried (failed together when the envelope cannot be sent). */
+  reqIds: number[];
+  onFail: ((err: Error) => void)[] | undefined;
 }
+
+/** Deadlines are wall-clock ms mod 2^32 (envelope.ts deadlineIn / msLeft). */
+const WRAP = 0x1_0000_0000;
 
 /**
  * A process's address on the transport: batches outbound records per destination into
- * envelopes, decodes inbound ones (dropping foreign, stale and expired ones with a count),
- * and matches replies to requests by id with a timeout.
+ * envelopes (written as they are posted), decodes inbound ones in place (dropping foreign,
+ * stale and expired ones with a count), matches replies to requests by id with a timeout,
+ * and keeps the request bytes in flight per destination under `maxInFlightBytes`.
  */
 export class Endpoint {
   readonly counters: EndpointCounters = {
@@ -95,25 +126,30 @@ export class Endpoint {
   readonly mtype: number;
   readonly incarnation: number;
   private readonly maxBatchBytes: number;
-  private readonly batches = new Map<string, OpenBatch>();
+  private readonly batches = new Map<number, Map<number, OpenBatch>>();
+  private openCount = 0;
+  private last: OpenBatch | undefined;
   private flushScheduled = false;
   private readonly pending = new Map<number, Pending>();
-  /**
-   * Request ids sorted by expiry, so the sweep stops at the first one still running. Usually
-   * an append (one timeout per call site); a shorter timeout after a longer one is inserted.
-   */
-  private readonly expiry: { reqId: number; expires: number }[] = [];
-  private expiryHead = 0;
   private nextReqId: number;
   private sweepTimer: NodeJS.Timeout | undefined;
   private receiverOf: Receiver | undefined;
   private handler: RecordHandler | undefined;
   private closed = false;
+  private readonly flushNow = (): void => this.flush();
+  private readonly credits = new Map<number, Credit>();
+  /** Largest expiry in the pending Map's order; requests expiring sooner go to `early`. */
+  private lastExpires = 0;
+  private readonly early: { reqId: number; expires: number }[] = [];
+  private readonly maxInFlight: number;
 
   constructor(
     readonly transport: MessageTransport,
     options: EndpointOptions,
   ) {
+    // Default: 3/4 of the queue's capacity (12 KiB of 16): room for two envelopes in flight
+    // (so both sides work at once), and the replies to them when they are no bigger.
+    this.maxInFlight = options.maxInFlightBytes ?? Math.floor(transport.stat().capacity * 0.75);
     this.mtype = options.mtype;
     this.incarnation = options.incarnation;
     const max = Math.min(options.maxBatchBytes, transport.maxMessageBytes);
@@ -137,91 +173,190 @@ export class Endpoint {
     return this.receiverOf;
   }
 
-  /** Sends a one-way record. Errors that happen at flush time go to `onFail`. */
+  /** Sends a one-way record (or a reply). Errors that happen at flush time go to `onFail`. */
   post(to: number, record: OutboundRecord, toIncarnation = 0, onFail?: (err: Error) => void): void {
     if (this.closed) throw new IpcError('TRANSPORT_CLOSED', 'endpoint closed');
-    const size = RECORD_HEADER_BYTES + record.payload.byteLength;
-    if (record.payload.byteLength > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
-      throw new IpcError('E2BIG', `record of ${size} bytes cannot fit one message (msgmax ${this.transport.maxMessageBytes})`);
-    }
-    const key = `${to}:${toIncarnation}`;
-    let batch = this.batches.get(key);
-    if (batch && (batch.bytes + size > this.maxBatchBytes || batch.records.length >= MAX_RECORDS)) {
-      this.batches.delete(key);
-      this.sendBatch(batch);
-      batch = undefined;
-    }
-    if (!batch) {
-      batch = { to, toIncarnation, records: [], bytes: HEADER_BYTES, onFail: [] };
-      this.batches.set(key, batch);
-    }
-    batch.records.push(record);
-    batch.bytes += size;
-    if (onFail) batch.onFail.push(onFail);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // Everything posted in this turn of the event loop shares envelopes.
-      setImmediate(() => this.flush());
-    }
+    const b = this.append(to, toIncarnation, record.kind, record.status ?? 0, record.reqId ?? 0, record.deadline ?? 0, record.payload);
+    if (onFail) (b.onFail ??= []).push(onFail);
   }
 
-  /** Sends a request and resolves with its reply, or rejects with RequestError (TIMEOUT, UNAVAILABLE). */
+  /**
+   * Sends a request and resolves with its reply, or rejects with RequestError: TIMEOUT when
+   * no reply came in `timeoutMs` (waiting for flow-control credit included), UNAVAILABLE when
+   * it could not be sent.
+   */
   request(to: number, kind: number, payload: Uint8Array, timeoutMs: number, toIncarnation = 0): Promise<Reply> {
     const reqId = this.takeReqId();
+    const now = Date.now();
     return new Promise<Reply>((resolve, reject) => {
-      const expires = Date.now() + timeoutMs;
-      const fail = (err: Error): void => {
-        if (this.pending.delete(reqId)) reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: ${err.message}`, { cause: err }));
-      };
-      this.pending.set(reqId, { resolve, reject, expires });
-      this.insertExpiry(reqId, expires);
-      try {
-        this.post(to, { kind, reqId, deadline: deadlineIn(timeoutMs), payload }, toIncarnation, fail);
-      } catch (err) {
-        fail(err as Error);
+      if (this.closed) {
+        reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: endpoint closed`));
         return;
       }
+      const size = RECORD_HEADER_BYTES + payload.byteLength;
+      if (payload.byteLength > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
+        reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: record of ${size} bytes cannot fit one message`));
+        return;
+      }
+      const deadline = (now + timeoutMs) % WRAP || 1;
+      let credit = this.credits.get(to);
+      if (!credit) this.credits.set(to, (credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0 }));
+      const expires = now + timeoutMs;
+      const p: Pending = { resolve, reject, expires, to, size, sent: false };
+      this.pending.set(reqId, p);
+      if (expires >= this.lastExpires) this.lastExpires = expires;
+      else this.insertEarly(reqId, expires);
       this.counters.requestsSent++;
+      if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight)) {
+        // No credit: wait here, encoded (the caller may reuse its payload buffer).
+        const need = WAIT_PREFIX + size;
+        if (credit.tail + need > credit.arena.length) {
+          const live = credit.tail - credit.head;
+          const bigger = Buffer.allocUnsafe(Math.max(live + need, (live + need) * 2, 4096));
+          credit.arena.copy(bigger, 0, credit.head, credit.tail);
+          credit.arena = bigger;
+          credit.head = 0;
+          credit.tail = live;
+        }
+        const a = credit.arena;
+        const at = credit.tail;
+        a.writeUInt32LE(toIncarnation >>> 0, at);
+        a[at + 4] = kind;
+        a[at + 5] = 0;
+        a.writeUInt16LE(payload.byteLength, at + 6);
+        a.writeUInt32LE(reqId >>> 0, at + 8);
+        a.writeUInt32LE(deadline >>> 0, at + 12);
+        a.set(payload, at + WAIT_PREFIX + RECORD_HEADER_BYTES);
+        credit.tail = at + need;
+        return;
+      }
+      credit.inFlight += size;
+      p.sent = true;
+      this.append(to, toIncarnation, kind, 0, reqId, deadline, payload).reqIds.push(reqId);
     });
   }
 
-  /** Sends everything batched so far. */
+  /** A request is over (replied, timed out, failed): return its credit, send what waited. */
+  private release(p: Pending): void {
+    const credit = this.credits.get(p.to);
+    if (!credit) return;
+    if (p.sent) credit.inFlight -= p.size;
+    p.sent = false;
+    const a = credit.arena;
+    while (credit.head < credit.tail) {
+      const at = credit.head;
+      const len = a.readUInt16LE(at + 6);
+      const reqId = a.readUInt32LE(at + 8);
+      const next = at + WAIT_PREFIX + RECORD_HEADER_BYTES + len;
+      const q = this.pending.get(reqId);
+      if (q === undefined) {
+        credit.head = next; // timed out while waiting
+        continue;
+      }
+      if (credit.inFlight > 0 && credit.inFlight + q.size > this.maxInFlight) break;
+      credit.head = next;
+      credit.inFlight += q.size;
+      q.sent = true;
+      const b = this.batchFor(p.to, a.readUInt32LE(at), q.size);
+      a.copy(b.buf, b.bytes, at + WAIT_PREFIX, next);
+      b.bytes += q.size;
+      b.count++;
+      b.reqIds.push(reqId);
+    }
+    if (credit.head === credit.tail) credit.head = credit.tail = 0;
+  }
+
+  private fail(reqId: number, to: number, err: Error): void {
+    const p = this.pending.get(reqId);
+    if (!p) return;
+    this.pending.delete(reqId);
+    p.reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: ${err.message}`, { cause: err }));
+    this.release(p);
+  }
+
+  /** Appends one record to the open envelope for (to, toIncarnation); returns that batch. */
+  private append(to: number, toIncarnation: number, kind: number, status: number, reqId: number, deadline: number, payload: Uint8Array): OpenBatch {
+    const len = payload.byteLength;
+    const size = RECORD_HEADER_BYTES + len;
+    if (len > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
+      throw new IpcError('E2BIG', `record of ${size} bytes cannot fit one message (msgmax ${this.transport.maxMessageBytes})`);
+    }
+    const b = this.batchFor(to, toIncarnation, size);
+    const buf = b.buf;
+    const at = b.bytes;
+    buf[at] = kind;
+    buf[at + 1] = status;
+    buf.writeUInt16LE(len, at + 2);
+    buf.writeUInt32LE(reqId >>> 0, at + 4);
+    buf.writeUInt32LE(deadline >>> 0, at + 8);
+    buf.set(payload, at + RECORD_HEADER_BYTES);
+    b.bytes = at + size;
+    b.count++;
+    return b;
+  }
+
+  /** The open envelope for (to, toIncarnation) with room for `size` more bytes. */
+  private batchFor(to: number, toIncarnation: number, size: number): OpenBatch {
+    let b = this.last;
+    if (!b || b.to !== to || b.toIncarnation !== toIncarnation) b = this.batches.get(to)?.get(toIncarnation);
+    if (b && (b.bytes + size > b.buf.length || b.count >= MAX_RECORDS)) {
+      this.detach(b);
+      this.sendBatch(b);
+      b = undefined;
+    }
+    if (!b) b = this.open(to, toIncarnation, size);
+    this.last = b;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushNow);
+    }
+    return b;
+  }
+
+  private open(to: number, toIncarnation: number, firstRecord: number): OpenBatch {
+    const cap = Math.max(this.maxBatchBytes, HEADER_BYTES + firstRecord);
+    const b: OpenBatch = { to, toIncarnation, buf: Buffer.allocUnsafe(cap), bytes: HEADER_BYTES, count: 0, reqIds: [], onFail: undefined };
+    let m = this.batches.get(to);
+    if (!m) this.batches.set(to, (m = new Map()));
+    m.set(toIncarnation, b);
+    this.openCount++;
+    return b;
+  }
+
+  /** Takes a full envelope out of the open set before it is sent. */
+  private detach(b: OpenBatch): void {
+    const m = this.batches.get(b.to);
+    if (m?.get(b.toIncarnation) === b) {
+      m.delete(b.toIncarnation);
+      if (m.size === 0) this.batches.delete(b.to);
+      this.openCount--;
+    }
+    if (this.last === b) this.last = undefined;
+  }
+
+  /** Sends every open envelope now (normally done once per event-loop turn). */
   flush(): void {
     this.flushScheduled = false;
-    if (this.batches.size === 0) return;
-    const batches = [...this.batches.values()];
+    if (this.openCount === 0) return;
+    const all: OpenBatch[] = [];
+    for (const m of this.batches.values()) for (const b of m.values()) all.push(b);
     this.batches.clear();
-    for (const b of batches) this.sendBatch(b);
+    this.openCount = 0;
+    this.last = undefined;
+    for (const b of all) this.sendBatch(b);
   }
 
-  private sendBatch(batch: OpenBatch): void {
-    const buf = Buffer.allocUnsafe(batch.bytes);
-    writeHeader(buf, { from: this.mtype, fromIncarnation: this.incarnation, toIncarnation: batch.toIncarnation }, batch.records.length);
-    let at = HEADER_BYTES;
-    for (const r of batch.records) at = writeRecord(buf, at, r);
+  private sendBatch(b: OpenBatch): void {
+    const buf = b.buf;
+    writeHeader(buf, { from: this.mtype, fromIncarnation: this.incarnation, toIncarnation: b.toIncarnation }, b.count);
     try {
-      this.transport.send(batch.to, buf);
+      this.transport.send(b.to, buf.subarray(0, b.bytes));
       this.counters.envelopesSent++;
-      this.counters.recordsSent += batch.records.length;
+      this.counters.recordsSent += b.count;
     } catch (err) {
-      for (const f of batch.onFail) f(err as Error);
+      for (const id of b.reqIds) this.fail(id, b.to, err as Error);
+      if (b.onFail) for (const f of b.onFail) f(err as Error);
     }
-  }
-
-  private insertExpiry(reqId: number, expires: number): void {
-    const q = this.expiry;
-    let lo = this.expiryHead;
-    let hi = q.length;
-    if (lo === hi || q[hi - 1]!.expires <= expires) {
-      q.push({ reqId, expires });
-      return;
-    }
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (q[mid]!.expires <= expires) lo = mid + 1;
-      else hi = mid;
-    }
-    q.splice(lo, 0, { reqId, expires });
   }
 
   private takeReqId(): number {
@@ -231,72 +366,104 @@ export class Endpoint {
   }
 
   private onBatch(batch: readonly ReceivedMessage[]): void {
-    for (const msg of batch) {
-      const decoded = decodeEnvelope(msg.body);
-      if (!decoded.ok) {
-        this.counters.garbage++;
+    const now = Date.now();
+    for (const msg of batch) this.onEnvelope(msg.body, now);
+  }
+
+  /** One envelope, decoded in place: no record array, one record object per handled request. */
+  private onEnvelope(body: Buffer, now: number): void {
+    const count = checkEnvelope(body);
+    if (typeof count !== 'number') {
+      this.counters.garbage++;
+      return;
+    }
+    const to = body.readUInt32LE(16);
+    if (to !== 0 && to !== this.incarnation) {
+      this.counters.stale++;
+      return;
+    }
+    const from = body.readUInt32LE(8);
+    const fromIncarnation = body.readUInt32LE(12);
+    const nowWrapped = now % WRAP;
+    let at = HEADER_BYTES;
+    for (let i = 0; i < count; i++) {
+      const kind = body[at]!;
+      const len = body.readUInt16LE(at + 2);
+      const reqId = body.readUInt32LE(at + 4);
+      const start = at + RECORD_HEADER_BYTES;
+      at = start + len;
+      if (reqId !== 0 && isReplyKind(kind)) {
+        const p = this.pending.get(reqId);
+        if (!p) {
+          this.counters.late++;
+          continue;
+        }
+        this.pending.delete(reqId);
+        this.counters.repliesReceived++;
+        p.resolve({ status: body[start - RECORD_HEADER_BYTES + 1]!, payload: body.subarray(start, at), from, fromIncarnation });
+        this.release(p);
         continue;
       }
-      const to = decoded.header.toIncarnation;
-      if (to !== 0 && to !== this.incarnation) {
-        this.counters.stale++;
+      const deadline = body.readUInt32LE(start - 4);
+      if (deadline !== 0 && ((deadline - nowWrapped) | 0) < 0) {
+        this.counters.expired++;
         continue;
       }
-      for (const rec of decoded.records) this.onRecord(rec);
+      const handler = this.handler;
+      if (!handler) continue;
+      const rec: InboundRecord = { kind, status: body[start - RECORD_HEADER_BYTES + 1]!, reqId, deadline, payload: body.subarray(start, at), from, fromIncarnation };
+      if (reqId === 0) {
+        handler(rec, undefined);
+        continue;
+      }
+      let replied = false;
+      handler(rec, (status, payload) => {
+        if (replied || this.closed) return;
+        replied = true;
+        try {
+          this.append(from, fromIncarnation, replyKindOf(kind), status, reqId, 0, payload);
+        } catch {
+          // The asker's own timeout answers its client.
+        }
+      });
     }
   }
 
-  private onRecord(rec: InboundRecord): void {
-    if (rec.reqId !== 0 && isReplyKind(rec.kind)) {
-      const p = this.pending.get(rec.reqId);
-      if (!p) {
-        this.counters.late++;
-        return;
-      }
-      this.pending.delete(rec.reqId);
-      this.counters.repliesReceived++;
-      p.resolve({ status: rec.status, payload: rec.payload, from: rec.from, fromIncarnation: rec.fromIncarnation });
-      return;
+  private insertEarly(reqId: number, expires: number): void {
+    const q = this.early;
+    let lo = 0;
+    let hi = q.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (q[mid]!.expires <= expires) lo = mid + 1;
+      else hi = mid;
     }
-    if (msLeft(rec.deadline) < 0) {
-      this.counters.expired++;
-      return;
-    }
-    const handler = this.handler;
-    if (!handler) return;
-    if (rec.reqId === 0) {
-      handler(rec, undefined);
-      return;
-    }
-    let replied = false;
-    handler(rec, (status, payload) => {
-      if (replied || this.closed) return;
-      replied = true;
-      try {
-        this.post(rec.from, { kind: replyKindOf(rec.kind), status, reqId: rec.reqId, payload }, rec.fromIncarnation);
-      } catch {
-        // The asker's own timeout answers its client; nothing else can be done here.
-      }
-    });
+    q.splice(lo, 0, { reqId, expires });
+  }
+
+  private expire(id: number, p: Pending): void {
+    this.pending.delete(id);
+    this.counters.timeouts++;
+    p.reject(new RequestError('TIMEOUT', 'no reply in time'));
+    this.release(p);
   }
 
   private sweep(): void {
     const now = Date.now();
-    while (this.expiryHead < this.expiry.length) {
-      const e = this.expiry[this.expiryHead]!;
+    // Map order is expiry order except for the `early` ones: an entry that expires later than
+    // `now` is followed only by later ones or by early ones, which the list below covers.
+    for (const [id, p] of this.pending) {
+      if (p.expires > now) break;
+      this.expire(id, p);
+    }
+    let n = 0;
+    for (const e of this.early) {
       if (e.expires > now) break;
-      this.expiryHead++;
+      n++;
       const p = this.pending.get(e.reqId);
-      if (p && p.expires === e.expires) {
-        this.pending.delete(e.reqId);
-        this.counters.timeouts++;
-        p.reject(new RequestError('TIMEOUT', 'no reply in time'));
-      }
+      if (p && p.expires === e.expires) this.expire(e.reqId, p);
     }
-    if (this.expiryHead > 4096 && this.expiryHead * 2 > this.expiry.length) {
-      this.expiry.splice(0, this.expiryHead);
-      this.expiryHead = 0;
-    }
+    if (n > 0) this.early.splice(0, n);
   }
 
   get pendingRequests(): number {

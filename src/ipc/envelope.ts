@@ -85,27 +85,41 @@ export function writeRecord(buf: Buffer, at: number, r: OutboundRecord): number 
   return at + RECORD_HEADER_BYTES + len;
 }
 
-export type DecodeResult =
-  | { ok: true; header: EnvelopeHeader; records: InboundRecord[] }
-  | { ok: false; reason: 'short' | 'magic' | 'version' | 'count' | 'length' };
+export type DecodeResult = { ok: true; header: EnvelopeHeader; records: InboundRecord[] } | { ok: false; reason: EnvelopeProblem };
+
+export type EnvelopeProblem = 'short' | 'magic' | 'version' | 'count' | 'length';
+
+/**
+ * Checks a whole envelope before any record of it is used: magic, version, a record count
+ * of at least one, and record lengths that add up exactly to the message size. Returns the
+ * record count, or what is wrong.
+ */
+export function checkEnvelope(body: Buffer): number | EnvelopeProblem {
+  const n = body.length;
+  if (n < HEADER_BYTES + RECORD_HEADER_BYTES) return 'short';
+  if (body.readUInt16LE(0) !== ENVELOPE_MAGIC) return 'magic';
+  if (body[2] !== ENVELOPE_VERSION) return 'version';
+  const count = body.readUInt16LE(4);
+  if (count === 0) return 'count';
+  let at = HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (at + RECORD_HEADER_BYTES > n) return 'length';
+    at += RECORD_HEADER_BYTES + body.readUInt16LE(at + 2);
+  }
+  return at === n ? count : 'length';
+}
 
 /** Parses a kernel message body; payloads are views into `body` (no copies). */
 export function decodeEnvelope(body: Buffer): DecodeResult {
-  if (body.length < HEADER_BYTES + RECORD_HEADER_BYTES) return { ok: false, reason: 'short' };
-  if (body.readUInt16LE(0) !== ENVELOPE_MAGIC) return { ok: false, reason: 'magic' };
-  if (body.readUInt8(2) !== ENVELOPE_VERSION) return { ok: false, reason: 'version' };
-  const count = body.readUInt16LE(4);
-  if (count === 0) return { ok: false, reason: 'count' };
+  const count = checkEnvelope(body);
+  if (typeof count !== 'number') return { ok: false, reason: count };
   const from = body.readUInt32LE(8);
   const fromIncarnation = body.readUInt32LE(12);
   const header: EnvelopeHeader = { from, fromIncarnation, toIncarnation: body.readUInt32LE(16) };
   const records = new Array<InboundRecord>(count);
   let at = HEADER_BYTES;
   for (let i = 0; i < count; i++) {
-    if (at + RECORD_HEADER_BYTES > body.length) return { ok: false, reason: 'length' };
-    const len = body.readUInt16LE(at + 2);
-    const end = at + RECORD_HEADER_BYTES + len;
-    if (end > body.length) return { ok: false, reason: 'length' };
+    const end = at + RECORD_HEADER_BYTES + body.readUInt16LE(at + 2);
     records[i] = {
       kind: body[at]!,
       status: body[at + 1]!,
@@ -117,7 +131,6 @@ export function decodeEnvelope(body: Buffer): DecodeResult {
     };
     at = end;
   }
-  if (at !== body.length) return { ok: false, reason: 'length' };
   return { ok: true, header, records };
 }
 

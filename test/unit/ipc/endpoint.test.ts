@@ -117,6 +117,29 @@ describe('ipc/endpoint over LocalTransport', function () {
     expect(server.counters.envelopesSent).to.be.at.most(20);
   });
 
+  it('flow control - 20,000 requests to one server never overfill the queue: no send waits in the backlog', async () => {
+    const { asker, server } = pair();
+    server.start(echoHandler());
+    const n = 20_000;
+    const replies = await Promise.all(Array.from({ length: n }, (_, i) => asker.request(SERVER, KIND_ECHO, Buffer.from(`q${i}`), 10_000)));
+    expect(replies.map((r) => r.payload.toString())).to.deep.equal(Array.from({ length: n }, (_, i) => `re:q${i}`));
+    // Request bytes in flight stay under 3/4 of the queue: neither side ever met a full queue.
+    expect(asker.transport.counters().deferred, 'asker sends deferred').to.equal(0);
+    expect(server.transport.counters().deferred, 'server sends deferred').to.equal(0);
+  });
+
+  it('flow control - requests waiting for credit to a silent server time out (TIMEOUT), and free the way for others', async () => {
+    const { asker, server } = pair();
+    const n = 3000; // ~16 bytes each: well beyond 12 KiB of credit
+    const silent = Array.from({ length: n }, (_, i) => asker.request(NOBODY, KIND_ECHO, Buffer.from(`s${i}`), 150).then(() => 'ok', (e: RequestError) => e.code));
+    server.start(echoHandler());
+    const other = await asker.request(SERVER, KIND_ECHO, Buffer.from('meanwhile'), 2000);
+    expect(other.payload.toString(), 'another destination is not held up').to.equal('re:meanwhile');
+    const codes = await Promise.all(silent);
+    expect(new Set(codes)).to.deep.equal(new Set(['TIMEOUT']));
+    expect(asker.pendingRequests).to.equal(0);
+  });
+
   it('timeout - TIMEOUT when nobody answers', async () => {
     const { asker } = pair();
     const start = Date.now();
