@@ -15,12 +15,15 @@
  *       <period_us> (0: as fast as the queue takes them, blocking msgsnd when it is full).
  *       The first 8 bytes of every message are CLOCK_MONOTONIC in ns at send time (the
  *       clock Node's process.hrtime uses), the next 8 a sequence number.
+ * pingpong and pipeline honour BENCH_PIN (same | split), see pin().
+ *
  *   callcost <qid> <iterations> <size>
  *       msgsnd(IPC_NOWAIT) and msgrcv(IPC_NOWAIT) cost per call, in blocks of 512
  *       sends then 512 receives, plus msgrcv on an empty queue (ENOMSG).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +32,8 @@
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -47,6 +52,40 @@ static double now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static double run_started_ns;
+
+/* CPU seconds of this process and its waited-for children (the responder), for the runner's
+ * "other load on the machine" estimate. */
+static double cpu_seconds(void) {
+  struct rusage a, b;
+  getrusage(RUSAGE_SELF, &a);
+  getrusage(RUSAGE_CHILDREN, &b);
+  return a.ru_utime.tv_sec + a.ru_utime.tv_usec / 1e6 + a.ru_stime.tv_sec + a.ru_stime.tv_usec / 1e6 + b.ru_utime.tv_sec +
+         b.ru_utime.tv_usec / 1e6 + b.ru_stime.tv_sec + b.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime of a process from /proc/<pid>/stat, in seconds (clock-tick resolution). */
+static double proc_cpu(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p) return 0;
+  unsigned long long ut = 0, st = 0;
+  /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ,"cpuSec":..,"wallSec":.. for the end of a JSON line. */
+static void print_cpu(void) {
+  printf(",\"cpuSec\":%.3f,\"wallSec\":%.3f}\n", cpu_seconds(), (now_ns() - run_started_ns) / 1e9);
 }
 
 static void die(const char *what) {
@@ -81,10 +120,29 @@ static void responder(int q) {
   }
 }
 
+/* BENCH_PIN=same: both processes on CPU 0; split: sender on CPU 0, responder on CPU 1;
+ * unset: wherever the scheduler puts them (which varies from run to run, and so does the
+ * result: a wake-up on the same CPU is a context switch, on another one an IPI). */
+static void pin(int responder_side) {
+  const char *p = getenv("BENCH_PIN");
+  if (!p || !*p) return;
+  int cpu = 0;
+  if (!strcmp(p, "split")) cpu = responder_side ? 1 : 0;
+  else if (strcmp(p, "same") != 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
+}
+
 static pid_t start_responder(int q) {
   pid_t pid = fork();
   if (pid < 0) die("fork");
-  if (pid == 0) responder(q);
+  if (pid == 0) {
+    pin(1);
+    responder(q);
+  }
+  pin(0);
   return pid;
 }
 
@@ -105,12 +163,12 @@ static int mode_pingpong(int q, double warmup_ms, double measure_ms, size_t size
   size_t cap = 1 << 22, nlat = 0;
   double *lat = malloc(cap * sizeof *lat);
   if (!lat) die("malloc");
-  double t0 = now_ns(), start = t0 + warmup_ms * 1e6, stop = start + measure_ms * 1e6, measured_from = 0;
+  double t0 = now_ns(), start = t0 + warmup_ms * 1e6, stop = start + measure_ms * 1e6, measured_from = 0, cpu0 = 0;
   long count = 0;
   for (;;) {
     double a = now_ns();
     if (a >= stop) break;
-    if (measured_from == 0 && a >= start) measured_from = a, count = 0, nlat = 0;
+    if (measured_from == 0 && a >= start) measured_from = a, count = 0, nlat = 0, cpu0 = proc_cpu(getpid()) + proc_cpu(child);
     m.mtype = MTYPE_REQ;
     memcpy(m.mtext, &count, sizeof count);
     if (snd(q, &m, size, 0) != 0) die("msgsnd");
@@ -120,12 +178,14 @@ static int mode_pingpong(int q, double warmup_ms, double measure_ms, size_t size
     if (nlat < cap) lat[nlat++] = b - a;
   }
   double elapsed = now_ns() - measured_from;
+  double wcpu = proc_cpu(getpid()) + proc_cpu(child) - cpu0;
   stop_responder(child);
   qsort(lat, nlat, sizeof *lat, cmp_double);
   printf("{\"mode\":\"pingpong\",\"roundTrips\":%ld,\"seconds\":%.6f,\"perSecond\":%.1f,"
-         "\"rttP50us\":%.2f,\"rttP99us\":%.2f,\"rttMeanUs\":%.2f}\n",
+         "\"rttP50us\":%.2f,\"rttP99us\":%.2f,\"rttMeanUs\":%.2f,\"windowCpuPct\":%.1f,\"cpuUsPerOp\":%.3f",
          count, elapsed / 1e9, count / (elapsed / 1e9), lat[nlat / 2] / 1e3, lat[(size_t)(nlat * 0.99)] / 1e3,
-         elapsed / count / 1e3);
+         elapsed / count / 1e3, wcpu / (elapsed / 1e9) * 100, wcpu * 1e6 / count);
+  print_cpu();
   free(lat);
   return 0;
 }
@@ -141,12 +201,12 @@ static int mode_pipeline(int q, long window, double warmup_ms, double measure_ms
     seq++;
     if (snd(q, &m, size, 0) != 0) die("msgsnd");
   }
-  double t0 = now_ns(), start = t0 + warmup_ms * 1e6, stop = start + measure_ms * 1e6, measured_from = 0, t = t0;
+  double t0 = now_ns(), start = t0 + warmup_ms * 1e6, stop = start + measure_ms * 1e6, measured_from = 0, t = t0, cpu0 = 0;
   for (;;) {
     if ((answered & 63) == 0) {
       t = now_ns();
       if (t >= stop) break;
-      if (measured_from == 0 && t >= start) measured_from = t, base = answered;
+      if (measured_from == 0 && t >= start) measured_from = t, base = answered, cpu0 = proc_cpu(getpid()) + proc_cpu(child);
     }
     if (rcv(q, &m, MTYPE_REP, 0) < 0) die("msgrcv");
     answered++;
@@ -157,11 +217,16 @@ static int mode_pipeline(int q, long window, double warmup_ms, double measure_ms
   }
   double elapsed = t - measured_from;
   long counted = answered - base;
+  double wcpu = proc_cpu(getpid()) + proc_cpu(child) - cpu0;
   stop_responder(child);
-  printf("{\"mode\":\"pipeline\",\"window\":%ld,\"answered\":%ld,\"seconds\":%.6f,\"perSecond\":%.1f}\n", window, counted,
-         elapsed / 1e9, counted / (elapsed / 1e9));
+  printf("{\"mode\":\"pipeline\",\"window\":%ld,\"answered\":%ld,\"seconds\":%.6f,\"perSecond\":%.1f,"
+         "\"windowCpuPct\":%.1f,\"cpuUsPerOp\":%.3f",
+         window, counted, elapsed / 1e9, counted / (elapsed / 1e9), wcpu / (elapsed / 1e9) * 100, wcpu * 1e6 / counted);
+  print_cpu();
   return 0;
 }
+
+static void on_alarm(int sig) { (void)sig; }
 
 static int mode_flood(int q, long mtype, double run_ms, size_t size, long burst, long period_us) {
   struct msg m;
@@ -170,6 +235,12 @@ static int mode_flood(int q, long mtype, double run_ms, size_t size, long burst,
   if (size < 16) size = 16;
   double stop = now_ns() + run_ms * 1e6;
   long sent = 0;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm; /* no SA_RESTART: msgsnd returns EINTR */
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval it = {{0, 50000}, {(long)(run_ms / 1000), (long)((long)run_ms % 1000) * 1000}};
+  setitimer(ITIMER_REAL, &it, NULL);
   struct timespec next;
   clock_gettime(CLOCK_MONOTONIC, &next);
   for (;;) {
@@ -188,7 +259,14 @@ static int mode_flood(int q, long mtype, double run_ms, size_t size, long burst,
       int64_t s = sent;
       memcpy(m.mtext, &stamp, 8);
       memcpy(m.mtext + 8, &s, 8);
-      if (snd(q, &m, size, 0) != 0) {
+      /* Blocking send; SIGALRM at the end of the run interrupts one stuck on a full queue
+       * whose consumer has stopped. */
+      if (msgsnd(q, &m, size, 0) != 0) {
+        if (errno == EINTR) {
+          if (now_ns() >= stop) goto done;
+          i--;
+          continue;
+        }
         if (errno == EIDRM || errno == EINVAL) goto done;
         die("msgsnd");
       }
@@ -196,7 +274,8 @@ static int mode_flood(int q, long mtype, double run_ms, size_t size, long burst,
     }
   }
 done:
-  printf("{\"mode\":\"flood\",\"sent\":%ld}\n", sent);
+  printf("{\"mode\":\"flood\",\"sent\":%ld", sent);
+  print_cpu();
   return 0;
 }
 
@@ -244,6 +323,7 @@ int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) return 1;
   setvbuf(stdout, NULL, _IOLBF, 0);
+  run_started_ns = now_ns();
   int q = atoi(argv[2]);
   const char *mode = argv[1];
   if (!strcmp(mode, "pingpong") && argc == 6) {

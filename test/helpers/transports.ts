@@ -7,6 +7,7 @@ import {
   type MessageTransport,
   type QueueStat,
 } from '../../src/ipc';
+import { DEFAULT_HANDOVER, type Handover } from '../../src/ipc/sysv/sysv-receiver';
 import { useQueues } from './queues';
 
 export interface RigOptions {
@@ -37,25 +38,33 @@ export interface TransportImpl {
   setup(): (n: number, options?: RigOptions) => Rig;
 }
 
-export const sysvImpl: TransportImpl = {
-  name: 'SysvTransport',
-  capacity: readKernelLimit('msgmnb', 16384),
-  setup() {
-    const scope = useQueues();
-    return (n, options = {}) => {
-      const queue = scope.create();
-      const transports = Array.from({ length: n }, () =>
-        scope.track(new SysvTransport(queue, { ...defaultSysvTransportOptions, ...options })),
-      );
-      return {
-        transports,
-        removeQueue: () => queue.remove(),
-        stat: () => queue.stat(),
-        rawSend: (mtype, body) => queue.trySend(mtype, body),
+/** The real transport, with one hand-over from receiver thread to main thread. */
+function sysvWith(handover: Handover): TransportImpl {
+  return {
+    name: `SysvTransport (${handover} hand-over)`,
+    capacity: readKernelLimit('msgmnb', 16384),
+    setup() {
+      const scope = useQueues();
+      return (n, options = {}) => {
+        const queue = scope.create();
+        const receiver = { ...defaultSysvTransportOptions.receiver, handover };
+        const transports = Array.from({ length: n }, () =>
+          scope.track(new SysvTransport(queue, { ...defaultSysvTransportOptions, receiver, ...options })),
+        );
+        return {
+          transports,
+          removeQueue: () => queue.remove(),
+          stat: () => queue.stat(),
+          rawSend: (mtype, body) => queue.trySend(mtype, body),
+        };
       };
-    };
-  },
-};
+    },
+  };
+}
+
+/** The default hand-over (the faster one, docs/benchmarks.md) and the other one. */
+export const sysvImpl: TransportImpl = sysvWith(DEFAULT_HANDOVER);
+export const sysvOtherImpl: TransportImpl = sysvWith(DEFAULT_HANDOVER === 'ring' ? 'post' : 'ring');
 
 export const localImpl: TransportImpl = {
   name: 'LocalTransport',
@@ -76,4 +85,4 @@ export const localImpl: TransportImpl = {
   },
 };
 
-export const transportImpls: readonly TransportImpl[] = [sysvImpl, localImpl];
+export const transportImpls: readonly TransportImpl[] = [sysvImpl, sysvOtherImpl, localImpl];
