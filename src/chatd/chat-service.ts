@@ -64,17 +64,16 @@ export class ChatService implements ConnectionHandler {
       result = Promise.reject(err);
     }
     if (!(result instanceof Promise)) {
+      conn.reply(okReply(req.op, req.id, result));
       conn.requestDone();
-      this.finish(conn, req, result);
       return;
     }
     result.then(
       (fields) => {
+        conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
-        this.finish(conn, req, fields);
       },
       (err: unknown) => {
-        conn.requestDone();
         const code = toClientCode(err);
         if (code === ClientErrorCode.INTERNAL) {
           this.counters.internalErrors++;
@@ -82,14 +81,9 @@ export class ChatService implements ConnectionHandler {
         }
         const message = err instanceof ClientError ? err.message : 'internal error';
         conn.reply(errorReply(req.op, req.id, code, message));
-        if (conn.endAfterReply) conn.end(); // a logout that could not be confirmed: the session is gone all the same
+        conn.requestDone();
       },
     );
-  }
-
-  private finish(conn: ClientConnection, req: ClientRequest, fields: Fields): void {
-    conn.reply(okReply(req.op, req.id, fields));
-    if (conn.endAfterReply) conn.end();
   }
 
   private dispatch(conn: ClientConnection, req: ClientRequest): Fields | Promise<Fields> {

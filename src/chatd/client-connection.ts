@@ -36,7 +36,10 @@ export class ClientConnection {
   /** A login in flight (its session id), so that a second one gets ALREADY_LOGGED_IN. */
   pendingLogin: number | undefined;
   closed = false;
-  /** Set by logout: the connection closes once that reply is written. */
+  /**
+   * Set by logout: the connection closes once its reply, and the replies of every request
+   * still in flight, are written (each request gets exactly one reply).
+   */
   endAfterReply = false;
   inFlight = 0;
   droppedPushes = 0;
@@ -126,9 +129,11 @@ export class ClientConnection {
     this.updateFlow();
   }
 
+  /** Call after the request's reply is written. */
   requestDone(): void {
     this.inFlight--;
-    this.updateFlow();
+    if (this.endAfterReply && this.inFlight === 0) this.end();
+    else this.updateFlow();
   }
 
   private closeSoon(): void {
@@ -159,10 +164,12 @@ export class ClientConnection {
       if (this.closed || this.closing) return;
       this.handler.onFrame(this, f as Record<string, unknown>);
     }
+    // After a logout, what arrived with it is answered; nothing more is read.
+    if (this.endAfterReply) this.socket.pause();
   }
 
   private updateFlow(): void {
-    if (this.closed || this.closing) return;
+    if (this.closed || this.closing || this.endAfterReply) return;
     // writableNeedDrain: the stream's own signal, and 'drain' is guaranteed to follow it.
     const behind = this.socket.writableNeedDrain || this.inFlight >= this.options.maxInFlight;
     if (behind && !this.paused) {

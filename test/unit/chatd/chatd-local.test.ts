@@ -106,6 +106,22 @@ describe('chatd - whole front end over the local transport', () => {
     expect(server.reaper.counters.retries, 'removal retried in the background').to.be.greaterThan(0);
   });
 
+  it('logout pipelined behind finds: every request gets its one reply before the close', async () => {
+    await shards(2);
+    const { port } = await chatd(config());
+    const a = await client(port, 'Alice');
+    await client(port, 'Bob');
+    for (let i = 0; i < 50; i++) a.send({ op: 'find', id: 1000 + i, name: i % 2 ? 'bob' : 'nobody' });
+    a.send({ op: 'logout', id: 2000 });
+    a.send({ op: 'ping', id: 3000 }); // in the same segment as the logout: answered too
+    await a.closed;
+    for (let i = 0; i < 50; i++) expect(a.repliesById.get(1000 + i), `find ${i}`).to.equal(1);
+    expect(a.repliesById.get(2000)).to.equal(1);
+    expect(a.repliesById.get(3000)).to.equal(1);
+    const logout = a.frames.find((f) => f.id === 2000);
+    expect(logout).to.deep.include({ op: 'logout', ok: true });
+  });
+
   it('answers TIMEOUT when the owning shard never answers, exactly once', async () => {
     const s = await shards(2, false); // endpoints exist, nobody receives
     void s;
