@@ -1,6 +1,7 @@
 import { connect as netConnect } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { withTimeout } from '../with-timeout';
 
 /** The PM2 home PM2 itself would use: PM2_HOME, else ~/.pm2. */
 export function pm2Home(env: NodeJS.ProcessEnv = process.env): string {
@@ -24,16 +25,6 @@ export function pm2DaemonReachable(home: string, timeoutMs = 500): Promise<boole
     sock.once('connect', () => done(true));
     sock.once('error', () => done(false));
   });
-}
-
-/** Resolves with `p`, or rejects after `ms`. */
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** PM2's event bus (an axon sub-emitter): the part we use. */
@@ -87,14 +78,14 @@ export async function connectPm2(home: string, timeoutMs = 3000): Promise<Pm2Cli
   const mod = (await import('pm2')) as unknown as { default?: unknown; custom?: unknown };
   const Custom = ((mod.custom ?? (mod.default as { custom?: unknown } | undefined)?.custom) as new (opts: { pm2_home: string }) => Pm2Api);
   const api = new Custom({ pm2_home: home });
-  await within(new Promise<void>((resolve, reject) => api.connect((err) => (err ? reject(err) : resolve()))), timeoutMs, 'pm2.connect');
+  await withTimeout(new Promise<void>((resolve, reject) => api.connect((err) => (err ? reject(err) : resolve()))), timeoutMs, 'pm2.connect');
   return {
     home,
     // launchBus calls back only once the socket connects: bound the wait.
     launchBus: () =>
-      within(new Promise<Pm2Bus>((resolve, reject) => api.launchBus((err, bus) => (err ? reject(err) : resolve(bus as Pm2Bus)))), timeoutMs, 'pm2.launchBus'),
+      withTimeout(new Promise<Pm2Bus>((resolve, reject) => api.launchBus((err, bus) => (err ? reject(err) : resolve(bus as Pm2Bus)))), timeoutMs, 'pm2.launchBus'),
     list: () =>
-      within(
+      withTimeout(
         new Promise<Pm2Process[]>((resolve, reject) =>
           api.list((err, list) => {
             if (err) return reject(err);

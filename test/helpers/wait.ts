@@ -2,6 +2,9 @@
  * Waiting helpers for tests: poll a condition, or count events down (a latch, after
  * nats.js's `Lock(count, ms)`). Both reject with a readable error on timeout, never hang.
  */
+import { withTimeout } from '../../src/with-timeout';
+
+export { withTimeout };
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -17,16 +20,6 @@ export async function waitFor(predicate: () => boolean, timeoutMs = 5000, interv
     if (waited >= timeoutMs) throw new Error(`waitFor: ${what} not met after ${waited} ms`);
     await sleep(Math.min(intervalMs, timeoutMs - waited));
   }
-}
-
-/** Resolves with `promise`, or rejects once `ms` have passed. The timer never keeps the process alive. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what = 'operation'): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A countdown latch: `wait()` resolves once `countDown()` has been called `count` times. */
