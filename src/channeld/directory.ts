@@ -33,6 +33,11 @@ export class Directory {
     return this.byKey.get(normalizeName(name));
   }
 
+  /** find() for a name that is a directory key already (normalizeName's output). */
+  findKey(key: string): DirectoryEntry | undefined {
+    return this.byKey.get(key);
+  }
+
   login(name: string, channel: number, owner: number, ownerInc: number, session: number): LoginOutcome {
     const key = normalizeName(name);
     const existing = this.byKey.get(key);

@@ -4,7 +4,8 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import { shardFor } from '../cluster/shard-for';
+import { shardFor, shardOfKey } from '../cluster/shard-for';
+import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
 
 export interface ShardServerOptions {
@@ -34,6 +35,8 @@ export class ShardServer {
   private helloTimer: NodeJS.Timeout | undefined;
   readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0 };
   private readonly log: Logger;
+  /** Where reply payloads are written (the endpoint copies them into the envelope at once). */
+  private readonly scratch = Buffer.allocUnsafe(MAX_FIND_REPLY_BYTES);
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -137,11 +140,21 @@ export class ShardServer {
     const d = this.directory;
     switch (rec.kind) {
       case Kind.FIND: {
-        const p = this.decode('find', rec, reply);
-        if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
-        const e = d.find(p.name);
+        // The hot record: a binary payload (the directory key), no JSON (cluster/records.ts).
+        const p = rec.payload;
+        const key = readKey(p, 0, p.length);
+        if (key === undefined) {
+          this.counters.badRequests++;
+          return reply(Status.BAD_REQUEST, EMPTY);
+        }
+        if (shardOfKey(key, this.options.shards) !== this.options.shard) {
+          this.counters.wrongShard++;
+          return reply(Status.BAD_REQUEST, EMPTY);
+        }
+        if (this.unavailable(reply)) return;
+        const e = d.findKey(key);
         if (!e) return reply(Status.NOT_FOUND, EMPTY);
-        return reply(Status.OK, encodePayload('findReply', { name: e.name, channel: e.channel, owner: e.owner, ownerInc: e.ownerInc }));
+        return reply(Status.OK, this.scratch.subarray(0, writeFindReply(this.scratch, e)));
       }
       case Kind.LOGIN: {
         const p = this.decode('login', rec, reply);

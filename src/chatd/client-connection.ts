@@ -75,43 +75,67 @@ export class ClientConnection {
 
   /** Writes a reply. Replies are never dropped: reading pauses instead. */
   reply(obj: object): void {
-    if (this.closed || this.closing) return;
-    this.write(encodeFrame(obj));
-    this.updateFlow();
+    this.replyJson(JSON.stringify(obj));
   }
 
-  /**
-   * Replies of one queue batch arrive in one tick: corking until the tick ends turns them
-   * into one write syscall per connection instead of one per reply.
-   */
-  private write(frame: Buffer): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(frame);
+  /** reply() for a reply already in JSON (one object, as JSON.stringify writes it). */
+  replyJson(json: string): void {
+    if (this.closed || this.closing) return;
+    this.writeFrame(json);
   }
-  private corked = false;
 
   /** Writes a push unless this client is too far behind (then it is dropped and counted). */
   push(obj: object): boolean {
     if (this.closed || this.closing) return false;
-    if (this.socket.writableLength > this.options.writeBufferBytes) {
+    if (this.socket.writableLength + this.outLen > this.options.writeBufferBytes) {
       this.droppedPushes++;
       return false;
     }
-    this.write(encodeFrame(obj));
+    this.writeFrame(JSON.stringify(obj));
     return true;
   }
+
+  /**
+   * Frames go into this connection's output buffer, which is written with one socket write
+   * at the end of the tick (see flushOutputs): the replies of one queue batch cost one
+   * syscall per connection, and no Buffer or write request per reply.
+   */
+  private writeFrame(json: string): void {
+    const worst = 4 + json.length * 3;
+    let out = this.out;
+    if (out.length - this.outLen < worst) out = this.growOut(worst);
+    const n = out.write(json, this.outLen + 4, 'utf8');
+    out.writeUInt32BE(n, this.outLen);
+    if (this.outLen === 0) scheduleFlush(this);
+    this.outLen += 4 + n;
+  }
+
+  private growOut(need: number): Buffer {
+    const bigger = Buffer.allocUnsafe(Math.max(this.out.length * 2, this.outLen + need, OUT_INITIAL));
+    this.out.copy(bigger, 0, 0, this.outLen);
+    this.out = bigger;
+    return bigger;
+  }
+
+  /** Writes what the output buffer holds (one socket write); called once per tick. */
+  flushOutput(): void {
+    const n = this.outLen;
+    if (n === 0) return;
+    this.outLen = 0;
+    if (this.closed) return;
+    // A copy for the socket (it may hold the bytes until they are sent); the buffer is reused.
+    this.socket.write(Buffer.from(this.out.subarray(0, n)));
+    if (this.out.length > OUT_KEEP) this.out = Buffer.allocUnsafe(OUT_INITIAL);
+    this.updateFlow();
+  }
+  private out: Buffer = EMPTY_OUT;
+  private outLen = 0;
 
   /** Sends an error push and closes (PROTOCOL.md: `error` before a close). */
   fail(code: ClientErrorCode, message: string): void {
     if (this.closed || this.closing) return;
     this.closing = true;
+    this.flushOutput();
     this.socket.end(encodeFrame(errorPush(code, message)));
     this.closeSoon();
   }
@@ -120,6 +144,7 @@ export class ClientConnection {
   end(): void {
     if (this.closed || this.closing) return;
     this.closing = true;
+    this.flushOutput();
     this.socket.end();
     this.closeSoon();
   }
@@ -186,4 +211,24 @@ export class ClientConnection {
     this.closed = true;
     this.handler.onClose(this);
   }
+}
+
+const EMPTY_OUT = Buffer.alloc(0);
+const OUT_INITIAL = 4096;
+/** An output buffer grown past this (a burst of pushes) is given back after its flush. */
+const OUT_KEEP = 64 * 1024;
+
+/** Connections with output waiting, flushed together once the current tick's work is done. */
+let dirty: ClientConnection[] = [];
+let spare: ClientConnection[] = [];
+function scheduleFlush(c: ClientConnection): void {
+  if (dirty.length === 0) process.nextTick(flushOutputs);
+  dirty.push(c);
+}
+function flushOutputs(): void {
+  const list = dirty;
+  dirty = spare;
+  for (let i = 0; i < list.length; i++) list[i]!.flushOutput();
+  list.length = 0;
+  spare = list;
 }

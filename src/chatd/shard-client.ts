@@ -1,12 +1,15 @@
 import { Kind, Status } from '../cluster/kinds';
-import { decodePayload, encodePayload, type FindReplyPayload, type PayloadName, type PayloadTypes } from '../cluster/messages';
+import { decodePayload, encodePayload, type PayloadName, type PayloadTypes } from '../cluster/messages';
+import { normalizeName } from '../cluster/names';
+import { readFindReply, type FindHit } from '../cluster/records';
 import { ClientError, ClientErrorCode } from '../errors';
-import type { Endpoint, Reply } from '../ipc/endpoint';
+import type { Endpoint, Reply, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import { shardMtype } from '../ipc/mtypes';
-import { shardFor } from '../cluster/shard-for';
+import { shardFor, shardOfKey } from '../cluster/shard-for';
 
-export type FindOutcome = { online: false } | ({ online: true } & FindReplyPayload);
+export type FindOutcome = { online: false } | ({ online: true } & FindHit);
+const OFFLINE: FindOutcome = Object.freeze({ online: false });
 
 /**
  * chatD's view of the shards: routes each request to the shard that owns the name, maps
@@ -42,10 +45,44 @@ export class ShardClient {
   }
 
   async find(name: string): Promise<FindOutcome> {
-    const r = await this.call(this.shardOf(name), Kind.FIND, 'find', { name });
-    if (r.status === Status.NOT_FOUND) return { online: false };
-    const p = this.expectOk(r, 'findReply');
-    return { online: true, ...p };
+    return new Promise((resolve, reject) => {
+      try {
+        this.sendFind(name, promiseFindSink, { resolve, reject, shard: 0, client: this });
+      } catch (err) {
+        reject(err);
+      }
+    });
+  }
+
+  /**
+   * The hot path of a find: routes `name` to its shard and sends a binary FIND record
+   * (cluster/records.ts) whose outcome goes to `sink` with `ctx` (no Promise per request).
+   * The sink turns the reply into an outcome with findOutcome() and failures with
+   * clientError(). Throws ClientError UNAVAILABLE at once when the shard is known down.
+   */
+  sendFind<C extends { shard: number }>(name: string, sink: ReplySink<C>, ctx: C): void {
+    const key = normalizeName(name);
+    const shard = shardOfKey(key, this.shards);
+    if (!this.isUp(shard)) throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} is down; retry later`);
+    ctx.shard = shard;
+    this.endpoint.call(shardMtype(shard), Kind.FIND, key, this.timeoutMs, sink, ctx);
+  }
+
+  /** A FIND reply's meaning. Throws ClientError for an error status or a malformed reply. */
+  findOutcome(status: number, body: Buffer, start: number, end: number): FindOutcome {
+    if (status === Status.NOT_FOUND) return OFFLINE;
+    this.checkStatus(status);
+    const hit = readFindReply(body, start, end);
+    if (!hit) throw new ClientError(ClientErrorCode.INTERNAL, 'shard sent a malformed reply');
+    return { online: true, name: hit.name, channel: hit.channel, owner: hit.owner, ownerInc: hit.ownerInc };
+  }
+
+  /** A failed request to a shard, as the client sees it. */
+  clientError(shard: number, err: unknown): ClientError {
+    if (err instanceof RequestError && err.code === 'TIMEOUT') {
+      return new ClientError(ClientErrorCode.TIMEOUT, `shard ${shard} did not answer in time`, { cause: err });
+    }
+    return new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} cannot be reached; retry later`, { cause: err });
   }
 
   /** Records a login on the owning shard. Throws NAME_TAKEN, TIMEOUT, UNAVAILABLE. */
@@ -86,26 +123,27 @@ export class ShardClient {
     try {
       return await this.endpoint.request(shardMtype(shard), kind, encodePayload(name, payload), this.timeoutMs);
     } catch (err) {
-      if (err instanceof RequestError && err.code === 'TIMEOUT') {
-        throw new ClientError(ClientErrorCode.TIMEOUT, `shard ${shard} did not answer in time`, { cause: err });
-      }
-      throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} cannot be reached; retry later`, { cause: err });
+      throw this.clientError(shard, err);
+    }
+  }
+
+  private checkStatus(status: number): void {
+    switch (status) {
+      case Status.OK:
+        return;
+      case Status.UNAVAILABLE:
+        throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the directory is recovering; retry later');
+      case Status.NOT_FOUND:
+        throw new ClientError(ClientErrorCode.NOT_FOUND, 'not found');
+      default:
+        throw new ClientError(ClientErrorCode.INTERNAL, `shard answered status ${status}`);
     }
   }
 
   private expectOk(r: Reply): void;
   private expectOk<N extends PayloadName>(r: Reply, name: N): PayloadTypes[N];
   private expectOk<N extends PayloadName>(r: Reply, name?: N): PayloadTypes[N] | void {
-    switch (r.status) {
-      case Status.OK:
-        break;
-      case Status.UNAVAILABLE:
-        throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the directory is recovering; retry later');
-      case Status.NOT_FOUND:
-        throw new ClientError(ClientErrorCode.NOT_FOUND, 'not found');
-      default:
-        throw new ClientError(ClientErrorCode.INTERNAL, `shard answered status ${r.status}`);
-    }
+    this.checkStatus(r.status);
     if (!name) return;
     const p = decodePayload(name, r.payload);
     if (!p) throw new ClientError(ClientErrorCode.INTERNAL, 'shard sent a malformed reply');
@@ -113,3 +151,23 @@ export class ShardClient {
   }
 }
 
+
+/** find()'s sink: the promise form of sendFind. */
+interface PromiseFind {
+  resolve: (o: FindOutcome) => void;
+  reject: (e: unknown) => void;
+  shard: number;
+  client?: ShardClient;
+}
+const promiseFindSink: ReplySink<PromiseFind & { shard: number }> = {
+  onReply(ctx, status, body, start, end) {
+    try {
+      ctx.resolve(ctx.client!.findOutcome(status, body, start, end));
+    } catch (err) {
+      ctx.reject(err);
+    }
+  },
+  onFailure(ctx, err) {
+    ctx.reject(ctx.client!.clientError(ctx.shard, err));
+  },
+};

@@ -11,8 +11,11 @@ const NAME_PATTERN = /^[\p{L}\p{Nd}_]+$/u;
  * "t\u0308" composes to U+1E97. The second NFC makes the key canonical again.
  */
 export function normalizeName(name: string): string {
+  // Fast path (the hot one: every find): ASCII is NFC already and lower-cases to ASCII.
+  if (ASCII.test(name)) return name.toLowerCase();
   return name.normalize('NFC').toLowerCase().normalize('NFC');
 }
+const ASCII = /^[\x00-\x7f]*$/;
 
 /** 1-24 code points, each a Unicode letter, digit or `_`, counted after NFC. */
 export function isValidName(s: unknown): s is string {

@@ -74,16 +74,26 @@ export interface EndpointOptions {
 export type RecordHandler = (record: InboundRecord, reply: ReplyFn | undefined) => void;
 export type ReplyFn = (status: number, payload: Uint8Array) => void;
 
-interface Pending {
-  resolve: (r: Reply) => void;
-  reject: (e: Error) => void;
-  expires: number;
-  /** Destination and record size, for the flow-control credit. */
-  to: number;
-  size: number;
-  /** Holds credit (was appended to an envelope), as opposed to waiting for it. */
-  sent: boolean;
+/**
+ * Where a request's outcome goes: exactly one of the two methods is called, once, never
+ * synchronously inside `call()`. The reply payload is body[start, end), valid only during
+ * the call (copy what you keep). No Promise and no closure per request: `ctx` is whatever
+ * the caller needs to finish the request.
+ */
+export interface ReplySink<C> {
+  onReply(ctx: C, status: number, body: Buffer, start: number, end: number, from: number, fromIncarnation: number): void;
+  onFailure(ctx: C, err: RequestError): void;
 }
+
+/** The promise form of a request is a sink like any other. */
+const promiseSink: ReplySink<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = {
+  onReply(ctx, status, body, start, end, from, fromIncarnation) {
+    ctx.resolve({ status, payload: body.subarray(start, end), from, fromIncarnation });
+  },
+  onFailure(ctx, err) {
+    ctx.reject(err);
+  },
+};
 
 /**
  * Per destination: request bytes in flight, and the requests waiting for credit, kept
@@ -114,6 +124,26 @@ interface OpenBatch {
 const WRAP = 0x1_0000_0000;
 
 /**
+ * Pending requests live in a slot table (parallel arrays, no object per request). A request
+ * id is generation * 2^20 + slot: the slot finds the request without a hash lookup, and the
+ * generation (1..4095, bumped at each use of the slot) together with first-in-first-out slot
+ * reuse means an id comes back only after millions of requests. Replies also carry their
+ * request's deadline and are dropped once it has passed, so a reply that is very late
+ * (a stopped process resumed) can never be taken for another request's answer.
+ */
+const SLOT_BITS = 20;
+const SLOT_SPAN = 1 << SLOT_BITS;
+const SLOT_MASK = SLOT_SPAN - 1;
+const MAX_GEN = 0xfff;
+const INITIAL_SLOTS = 4096;
+
+/** Requests of one timeout length, in send order: their expiries are in order too. */
+interface TimeoutFifo {
+  ids: number[];
+  head: number;
+}
+
+/**
  * A process's address on the transport: batches outbound records per destination into
  * envelopes (written as they are posted), decodes inbound ones in place (dropping foreign,
  * stale and expired ones with a count), matches replies to requests by id with a timeout,
@@ -130,18 +160,31 @@ export class Endpoint {
   private openCount = 0;
   private last: OpenBatch | undefined;
   private flushScheduled = false;
-  private readonly pending = new Map<number, Pending>();
-  private nextReqId: number;
   private sweepTimer: NodeJS.Timeout | undefined;
   private receiverOf: Receiver | undefined;
   private handler: RecordHandler | undefined;
   private closed = false;
   private readonly flushNow = (): void => this.flush();
   private readonly credits = new Map<number, Credit>();
-  /** Largest expiry in the pending Map's order; requests expiring sooner go to `early`. */
-  private lastExpires = 0;
-  private readonly early: { reqId: number; expires: number }[] = [];
   private readonly maxInFlight: number;
+
+  // The slot table (see SLOT_BITS).
+  private slotIds = new Uint32Array(INITIAL_SLOTS);
+  private slotGen = new Uint16Array(INITIAL_SLOTS);
+  private slotExpires = new Float64Array(INITIAL_SLOTS);
+  private slotTo = new Float64Array(INITIAL_SLOTS);
+  private slotSize = new Int32Array(INITIAL_SLOTS);
+  /** Holds credit (was appended to an envelope), as opposed to waiting for it. */
+  private slotSent = new Uint8Array(INITIAL_SLOTS);
+  private slotSink: (ReplySink<unknown> | undefined)[] = new Array<ReplySink<unknown> | undefined>(INITIAL_SLOTS).fill(undefined);
+  private slotCtx: unknown[] = new Array<unknown>(INITIAL_SLOTS).fill(undefined);
+  /** Free slots, first in first out (a ring over `freeRing`). */
+  private freeRing = new Int32Array(INITIAL_SLOTS);
+  private freeHead = 0;
+  private freeCount = 0;
+  private slotsUsed = 0;
+  private pendingCount = 0;
+  private readonly fifos = new Map<number, TimeoutFifo>();
 
   constructor(
     readonly transport: MessageTransport,
@@ -155,7 +198,9 @@ export class Endpoint {
     const max = Math.min(options.maxBatchBytes, transport.maxMessageBytes);
     if (max < HEADER_BYTES + RECORD_HEADER_BYTES) throw new IpcError('EINVAL', `maxBatchBytes ${max} cannot hold one record`);
     this.maxBatchBytes = max;
-    this.nextReqId = 1 + Math.floor(Math.random() * 0x7fff_ffff);
+    // Generations start at random, so that a restarted process does not reuse the ids of
+    // its previous life in the same order (its replies are dropped by incarnation anyway).
+    for (let i = 0; i < INITIAL_SLOTS; i++) this.slotGen[i] = 1 + Math.floor(Math.random() * MAX_GEN);
     this.sweepTimer = setInterval(() => this.sweep(), options.timeoutSweepMs ?? 20);
     this.sweepTimer.unref();
   }
@@ -185,81 +230,162 @@ export class Endpoint {
    * no reply came in `timeoutMs` (waiting for flow-control credit included), UNAVAILABLE when
    * it could not be sent.
    */
-  request(to: number, kind: number, payload: Uint8Array, timeoutMs: number, toIncarnation = 0): Promise<Reply> {
-    const reqId = this.takeReqId();
-    const now = Date.now();
-    return new Promise<Reply>((resolve, reject) => {
-      if (this.closed) {
-        reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: endpoint closed`));
-        return;
-      }
-      const size = RECORD_HEADER_BYTES + payload.byteLength;
-      if (payload.byteLength > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
-        reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: record of ${size} bytes cannot fit one message`));
-        return;
-      }
-      const deadline = (now + timeoutMs) % WRAP || 1;
-      let credit = this.credits.get(to);
-      if (!credit) this.credits.set(to, (credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0 }));
-      const expires = now + timeoutMs;
-      const p: Pending = { resolve, reject, expires, to, size, sent: false };
-      this.pending.set(reqId, p);
-      if (expires >= this.lastExpires) this.lastExpires = expires;
-      else this.insertEarly(reqId, expires);
-      this.counters.requestsSent++;
-      if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight)) {
-        // No credit: wait here, encoded (the caller may reuse its payload buffer).
-        const need = WAIT_PREFIX + size;
-        if (credit.tail + need > credit.arena.length) {
-          const live = credit.tail - credit.head;
-          const bigger = Buffer.allocUnsafe(Math.max(live + need, (live + need) * 2, 4096));
-          credit.arena.copy(bigger, 0, credit.head, credit.tail);
-          credit.arena = bigger;
-          credit.head = 0;
-          credit.tail = live;
-        }
-        const a = credit.arena;
-        const at = credit.tail;
-        a.writeUInt32LE(toIncarnation >>> 0, at);
-        a[at + 4] = kind;
-        a[at + 5] = 0;
-        a.writeUInt16LE(payload.byteLength, at + 6);
-        a.writeUInt32LE(reqId >>> 0, at + 8);
-        a.writeUInt32LE(deadline >>> 0, at + 12);
-        a.set(payload, at + WAIT_PREFIX + RECORD_HEADER_BYTES);
-        credit.tail = at + need;
-        return;
-      }
-      credit.inFlight += size;
-      p.sent = true;
-      this.append(to, toIncarnation, kind, 0, reqId, deadline, payload).reqIds.push(reqId);
-    });
+  request(to: number, kind: number, payload: Uint8Array | string, timeoutMs: number, toIncarnation = 0): Promise<Reply> {
+    return new Promise<Reply>((resolve, reject) => this.call(to, kind, payload, timeoutMs, promiseSink, { resolve, reject }, toIncarnation));
   }
 
-  /** A request is over (replied, timed out, failed): return its credit, send what waited. */
-  private release(p: Pending): void {
-    const credit = this.credits.get(p.to);
+  /**
+   * Sends a request; its outcome goes to `sink` with `ctx` (see ReplySink): the hot path's
+   * form of request(), with no Promise per request. A string payload is written as UTF-8
+   * straight into the envelope.
+   */
+  call<C>(to: number, kind: number, payload: Uint8Array | string, timeoutMs: number, sink: ReplySink<C>, ctx: C, toIncarnation = 0): void {
+    if (this.closed) return this.failSoon(sink, ctx, `request to ${to} could not be sent: endpoint closed`);
+    const len = typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.byteLength;
+    const size = RECORD_HEADER_BYTES + len;
+    if (len > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
+      return this.failSoon(sink, ctx, `request to ${to} could not be sent: record of ${size} bytes cannot fit one message`);
+    }
+    const slot = this.takeSlot();
+    if (slot < 0) return this.failSoon(sink, ctx, `request to ${to} could not be sent: ${SLOT_SPAN} requests in flight`);
+    const now = Date.now();
+    const gen = this.slotGen[slot]!;
+    const reqId = gen * SLOT_SPAN + slot;
+    const deadline = (now + timeoutMs) % WRAP || 1;
+    this.slotIds[slot] = reqId;
+    this.slotExpires[slot] = now + timeoutMs;
+    this.slotTo[slot] = to;
+    this.slotSize[slot] = size;
+    this.slotSent[slot] = 0;
+    this.slotSink[slot] = sink as ReplySink<unknown>;
+    this.slotCtx[slot] = ctx;
+    this.pendingCount++;
+    let fifo = this.fifos.get(timeoutMs);
+    if (!fifo) this.fifos.set(timeoutMs, (fifo = { ids: [], head: 0 }));
+    fifo.ids.push(reqId);
+    this.counters.requestsSent++;
+    let credit = this.credits.get(to);
+    if (!credit) this.credits.set(to, (credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0 }));
+    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight)) {
+      // No credit: wait here, encoded (the caller may reuse its payload buffer).
+      const need = WAIT_PREFIX + size;
+      if (credit.tail + need > credit.arena.length) {
+        const live = credit.tail - credit.head;
+        const bigger = Buffer.allocUnsafe(Math.max((live + need) * 2, 4096));
+        credit.arena.copy(bigger, 0, credit.head, credit.tail);
+        credit.arena = bigger;
+        credit.head = 0;
+        credit.tail = live;
+      }
+      const a = credit.arena;
+      const at = credit.tail;
+      a.writeUInt32LE(toIncarnation >>> 0, at);
+      writeRecordHeader(a, at + WAIT_PREFIX, kind, 0, len, reqId, deadline);
+      writePayload(a, at + WAIT_PREFIX + RECORD_HEADER_BYTES, payload);
+      credit.tail = at + need;
+      return;
+    }
+    credit.inFlight += size;
+    this.slotSent[slot] = 1;
+    const b = this.batchFor(to, toIncarnation, size);
+    writeRecordHeader(b.buf, b.bytes, kind, 0, len, reqId, deadline);
+    writePayload(b.buf, b.bytes + RECORD_HEADER_BYTES, payload);
+    b.bytes += size;
+    b.count++;
+    b.reqIds.push(reqId);
+  }
+
+  /** A request that cannot even be queued still fails asynchronously, as the contract says. */
+  private failSoon<C>(sink: ReplySink<C>, ctx: C, message: string): void {
+    queueMicrotask(() => sink.onFailure(ctx, new RequestError('UNAVAILABLE', message)));
+  }
+
+  private takeSlot(): number {
+    if (this.freeCount > 0) {
+      const slot = this.freeRing[this.freeHead]!;
+      this.freeHead = (this.freeHead + 1) % this.freeRing.length;
+      this.freeCount--;
+      return slot;
+    }
+    if (this.slotsUsed === this.slotIds.length && !this.growSlots()) return -1;
+    return this.slotsUsed++;
+  }
+
+  private growSlots(): boolean {
+    const n = this.slotIds.length;
+    if (n >= SLOT_SPAN) return false;
+    const m = Math.min(n * 2, SLOT_SPAN);
+    const grow = <T extends Uint32Array | Uint16Array | Float64Array | Int32Array | Uint8Array>(a: T, make: (k: number) => T): T => {
+      const b = make(m);
+      b.set(a);
+      return b;
+    };
+    this.slotIds = grow(this.slotIds, (k) => new Uint32Array(k));
+    this.slotGen = grow(this.slotGen, (k) => new Uint16Array(k));
+    for (let i = n; i < m; i++) this.slotGen[i] = 1 + Math.floor(Math.random() * MAX_GEN);
+    this.slotExpires = grow(this.slotExpires, (k) => new Float64Array(k));
+    this.slotTo = grow(this.slotTo, (k) => new Float64Array(k));
+    this.slotSize = grow(this.slotSize, (k) => new Int32Array(k));
+    this.slotSent = grow(this.slotSent, (k) => new Uint8Array(k));
+    for (let i = n; i < m; i++) {
+      this.slotSink.push(undefined);
+      this.slotCtx.push(undefined);
+    }
+    // The free ring is empty whenever we grow (slots are taken from it first).
+    this.freeRing = new Int32Array(m);
+    this.freeHead = 0;
+    return true;
+  }
+
+  /** The slot of a pending request id, or -1. */
+  private slotOf(reqId: number): number {
+    const slot = reqId & SLOT_MASK;
+    return slot < this.slotsUsed && this.slotIds[slot] === reqId && reqId !== 0 ? slot : -1;
+  }
+
+  /**
+   * Ends a pending request: frees its slot (first in, first out; next generation), returns
+   * its credit and sends what waited for it. The caller has read the sink and ctx.
+   */
+  private finish(slot: number): void {
+    const to = this.slotTo[slot]!;
+    const sent = this.slotSent[slot] === 1;
+    const size = this.slotSize[slot]!;
+    this.slotIds[slot] = 0;
+    this.slotSink[slot] = undefined;
+    this.slotCtx[slot] = undefined;
+    const g = this.slotGen[slot]!;
+    this.slotGen[slot] = g >= MAX_GEN ? 1 : g + 1;
+    this.freeRing[(this.freeHead + this.freeCount) % this.freeRing.length] = slot;
+    this.freeCount++;
+    this.pendingCount--;
+    this.release(to, sent ? size : 0);
+  }
+
+  /** Credit back for `to`; sends the requests that waited for it, in order. */
+  private release(to: number, bytes: number): void {
+    const credit = this.credits.get(to);
     if (!credit) return;
-    if (p.sent) credit.inFlight -= p.size;
-    p.sent = false;
+    credit.inFlight -= bytes;
     const a = credit.arena;
     while (credit.head < credit.tail) {
       const at = credit.head;
-      const len = a.readUInt16LE(at + 6);
-      const reqId = a.readUInt32LE(at + 8);
-      const next = at + WAIT_PREFIX + RECORD_HEADER_BYTES + len;
-      const q = this.pending.get(reqId);
-      if (q === undefined) {
+      const len = a.readUInt16LE(at + WAIT_PREFIX + 2);
+      const reqId = a.readUInt32LE(at + WAIT_PREFIX + 4);
+      const size = RECORD_HEADER_BYTES + len;
+      const next = at + WAIT_PREFIX + size;
+      const slot = this.slotOf(reqId);
+      if (slot < 0) {
         credit.head = next; // timed out while waiting
         continue;
       }
-      if (credit.inFlight > 0 && credit.inFlight + q.size > this.maxInFlight) break;
+      if (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) break;
       credit.head = next;
-      credit.inFlight += q.size;
-      q.sent = true;
-      const b = this.batchFor(p.to, a.readUInt32LE(at), q.size);
+      credit.inFlight += size;
+      this.slotSent[slot] = 1;
+      const b = this.batchFor(to, a.readUInt32LE(at), size);
       a.copy(b.buf, b.bytes, at + WAIT_PREFIX, next);
-      b.bytes += q.size;
+      b.bytes += size;
       b.count++;
       b.reqIds.push(reqId);
     }
@@ -267,11 +393,12 @@ export class Endpoint {
   }
 
   private fail(reqId: number, to: number, err: Error): void {
-    const p = this.pending.get(reqId);
-    if (!p) return;
-    this.pending.delete(reqId);
-    p.reject(new RequestError('UNAVAILABLE', `request to ${to} could not be sent: ${err.message}`, { cause: err }));
-    this.release(p);
+    const slot = this.slotOf(reqId);
+    if (slot < 0) return;
+    const sink = this.slotSink[slot]!;
+    const ctx = this.slotCtx[slot];
+    this.finish(slot);
+    sink.onFailure(ctx, new RequestError('UNAVAILABLE', `request to ${to} could not be sent: ${err.message}`, { cause: err }));
   }
 
   /** Appends one record to the open envelope for (to, toIncarnation); returns that batch. */
@@ -282,15 +409,9 @@ export class Endpoint {
       throw new IpcError('E2BIG', `record of ${size} bytes cannot fit one message (msgmax ${this.transport.maxMessageBytes})`);
     }
     const b = this.batchFor(to, toIncarnation, size);
-    const buf = b.buf;
-    const at = b.bytes;
-    buf[at] = kind;
-    buf[at + 1] = status;
-    buf.writeUInt16LE(len, at + 2);
-    buf.writeUInt32LE(reqId >>> 0, at + 4);
-    buf.writeUInt32LE(deadline >>> 0, at + 8);
-    buf.set(payload, at + RECORD_HEADER_BYTES);
-    b.bytes = at + size;
+    writeRecordHeader(b.buf, b.bytes, kind, status, len, reqId, deadline);
+    b.buf.set(payload, b.bytes + RECORD_HEADER_BYTES);
+    b.bytes += size;
     b.count++;
     return b;
   }
@@ -359,12 +480,6 @@ export class Endpoint {
     }
   }
 
-  private takeReqId(): number {
-    const id = this.nextReqId;
-    this.nextReqId = id >= 0xffff_fffe ? 1 : id + 1;
-    return id;
-  }
-
   private onBatch(batch: readonly ReceivedMessage[]): void {
     const now = Date.now();
     for (const msg of batch) this.onEnvelope(msg.body, now);
@@ -388,40 +503,45 @@ export class Endpoint {
     let at = HEADER_BYTES;
     for (let i = 0; i < count; i++) {
       const kind = body[at]!;
+      const status = body[at + 1]!;
       const len = body.readUInt16LE(at + 2);
       const reqId = body.readUInt32LE(at + 4);
+      const deadline = body.readUInt32LE(at + 8);
       const start = at + RECORD_HEADER_BYTES;
       at = start + len;
+      const expired = deadline !== 0 && ((deadline - nowWrapped) | 0) < 0;
       if (reqId !== 0 && isReplyKind(kind)) {
-        const p = this.pending.get(reqId);
-        if (!p) {
+        const slot = this.slotOf(reqId);
+        if (slot < 0 || expired) {
+          // Its request timed out (or is about to: past the deadline the asker has given up).
           this.counters.late++;
           continue;
         }
-        this.pending.delete(reqId);
+        const sink = this.slotSink[slot]!;
+        const ctx = this.slotCtx[slot];
+        this.finish(slot);
         this.counters.repliesReceived++;
-        p.resolve({ status: body[start - RECORD_HEADER_BYTES + 1]!, payload: body.subarray(start, at), from, fromIncarnation });
-        this.release(p);
+        sink.onReply(ctx, status, body, start, at, from, fromIncarnation);
         continue;
       }
-      const deadline = body.readUInt32LE(start - 4);
-      if (deadline !== 0 && ((deadline - nowWrapped) | 0) < 0) {
+      if (expired) {
         this.counters.expired++;
         continue;
       }
       const handler = this.handler;
       if (!handler) continue;
-      const rec: InboundRecord = { kind, status: body[start - RECORD_HEADER_BYTES + 1]!, reqId, deadline, payload: body.subarray(start, at), from, fromIncarnation };
+      const rec: InboundRecord = { kind, status, reqId, deadline, payload: body.subarray(start, at), from, fromIncarnation };
       if (reqId === 0) {
         handler(rec, undefined);
         continue;
       }
       let replied = false;
-      handler(rec, (status, payload) => {
+      handler(rec, (replyStatus, payload) => {
         if (replied || this.closed) return;
         replied = true;
         try {
-          this.append(from, fromIncarnation, replyKindOf(kind), status, reqId, 0, payload);
+          // The reply carries the request's deadline: past it, the asker drops it unread.
+          this.append(from, fromIncarnation, replyKindOf(kind), replyStatus, reqId, deadline, payload);
         } catch {
           // The asker's own timeout answers its client.
         }
@@ -429,45 +549,49 @@ export class Endpoint {
     }
   }
 
-  private insertEarly(reqId: number, expires: number): void {
-    const q = this.early;
-    let lo = 0;
-    let hi = q.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (q[mid]!.expires <= expires) lo = mid + 1;
-      else hi = mid;
-    }
-    q.splice(lo, 0, { reqId, expires });
-  }
-
-  private expire(id: number, p: Pending): void {
-    this.pending.delete(id);
+  private expire(slot: number): void {
+    const sink = this.slotSink[slot]!;
+    const ctx = this.slotCtx[slot];
+    this.finish(slot);
     this.counters.timeouts++;
-    p.reject(new RequestError('TIMEOUT', 'no reply in time'));
-    this.release(p);
+    sink.onFailure(ctx, new RequestError('TIMEOUT', 'no reply in time'));
   }
 
+  /** Fails every request whose time is up, earliest deadline first across the timeout lengths. */
   private sweep(): void {
     const now = Date.now();
-    // Map order is expiry order except for the `early` ones: an entry that expires later than
-    // `now` is followed only by later ones or by early ones, which the list below covers.
-    for (const [id, p] of this.pending) {
-      if (p.expires > now) break;
-      this.expire(id, p);
+    for (;;) {
+      let best: TimeoutFifo | undefined;
+      let bestSlot = -1;
+      let bestExpires = Infinity;
+      for (const fifo of this.fifos.values()) {
+        const ids = fifo.ids;
+        // Drop the heads that are done (replied, failed).
+        while (fifo.head < ids.length && this.slotOf(ids[fifo.head]!) < 0) fifo.head++;
+        if (fifo.head > 1024 && fifo.head * 2 > ids.length) {
+          ids.splice(0, fifo.head);
+          fifo.head = 0;
+        } else if (fifo.head === ids.length && fifo.head > 0) {
+          ids.length = 0;
+          fifo.head = 0;
+        }
+        if (fifo.head === ids.length) continue;
+        const slot = this.slotOf(ids[fifo.head]!);
+        const e = this.slotExpires[slot]!;
+        if (e <= now && e < bestExpires) {
+          best = fifo;
+          bestSlot = slot;
+          bestExpires = e;
+        }
+      }
+      if (!best) return;
+      best.head++;
+      this.expire(bestSlot);
     }
-    let n = 0;
-    for (const e of this.early) {
-      if (e.expires > now) break;
-      n++;
-      const p = this.pending.get(e.reqId);
-      if (p && p.expires === e.expires) this.expire(e.reqId, p);
-    }
-    if (n > 0) this.early.splice(0, n);
   }
 
   get pendingRequests(): number {
-    return this.pending.size;
+    return this.pendingCount;
   }
 
   /** Rejects what is pending (UNAVAILABLE), stops receiving. Does not close the transport. */
@@ -476,10 +600,32 @@ export class Endpoint {
     this.flush();
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    for (const [, p] of this.pending) p.reject(new RequestError('UNAVAILABLE', 'endpoint closed'));
-    this.pending.clear();
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      if (this.slotIds[slot] === 0) continue;
+      const sink = this.slotSink[slot]!;
+      const ctx = this.slotCtx[slot];
+      this.slotIds[slot] = 0;
+      this.slotSink[slot] = undefined;
+      this.slotCtx[slot] = undefined;
+      sink.onFailure(ctx, new RequestError('UNAVAILABLE', 'endpoint closed'));
+    }
+    this.pendingCount = 0;
+    this.fifos.clear();
     await this.receiverOf?.close();
   }
+}
+
+function writeRecordHeader(buf: Buffer, at: number, kind: number, status: number, len: number, reqId: number, deadline: number): void {
+  buf[at] = kind;
+  buf[at + 1] = status;
+  buf.writeUInt16LE(len, at + 2);
+  buf.writeUInt32LE(reqId >>> 0, at + 4);
+  buf.writeUInt32LE(deadline >>> 0, at + 8);
+}
+
+function writePayload(buf: Buffer, at: number, payload: Uint8Array | string): void {
+  if (typeof payload === 'string') buf.write(payload, at, 'utf8');
+  else buf.set(payload, at);
 }
 
 /** Reply kinds have the high bit set: kind | 0x80 answers kind. */

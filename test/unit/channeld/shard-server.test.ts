@@ -3,7 +3,9 @@ import pino from 'pino';
 import { ShardServer } from '../../../src/channeld/shard-server';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { decodePayload, encodePayload } from '../../../src/cluster/messages';
-import { Endpoint } from '../../../src/ipc/endpoint';
+import { Endpoint, type Reply } from '../../../src/ipc/endpoint';
+import { normalizeName } from '../../../src/cluster/names';
+import { readFindReply } from '../../../src/cluster/records';
 import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
 import { MTYPE_GC, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
 import { shardFor } from '../../../src/cluster/shard-for';
@@ -51,6 +53,10 @@ describe('channeld - shard server (over the local transport)', () => {
 
   const ask = (chatd: Endpoint, shardIndex: number, kind: number, payload: object) =>
     chatd.request(shardMtype(shardIndex), kind, Buffer.from(JSON.stringify(payload)), 1000);
+  /** A FIND: its payload is the binary directory key (cluster/records.ts). */
+  const find = (chatd: Endpoint, shardIndex: number, name: string) =>
+    chatd.request(shardMtype(shardIndex), Kind.FIND, normalizeName(name), 1000);
+  const hit = (r: Reply) => readFindReply(r.payload, 0, r.payload.length);
 
   it('serves login, find, move, remove once live; NAME_TAKEN across chatDs', async () => {
     const s = shard(0, 1);
@@ -59,15 +65,15 @@ describe('channeld - shard server (over the local transport)', () => {
     const c2 = endpoint(chatdMtype(1), 2);
     expect((await ask(c1, 0, Kind.LOGIN, { name: 'Alice', session: 1, channel: 3 })).status).to.equal(Status.OK);
     expect((await ask(c2, 0, Kind.LOGIN, { name: 'ALICE', session: 9, channel: 3 })).status).to.equal(Status.NAME_TAKEN);
-    const found = await ask(c2, 0, Kind.FIND, { name: 'alice' });
+    const found = await find(c2, 0, 'alice');
     expect(found.status).to.equal(Status.OK);
-    expect(decodePayload('findReply', found.payload)).to.deep.equal({ name: 'Alice', channel: 3, owner: chatdMtype(0), ownerInc: 1 });
+    expect(hit(found)).to.deep.equal({ name: 'Alice', channel: 3, owner: chatdMtype(0), ownerInc: 1 });
     expect((await ask(c1, 0, Kind.MOVE, { name: 'Alice', session: 1, channel: 4 })).status).to.equal(Status.OK);
     expect((await ask(c2, 0, Kind.MOVE, { name: 'Alice', session: 1, channel: 5 })).status).to.equal(Status.NOT_FOUND);
-    expect(decodePayload('findReply', (await ask(c1, 0, Kind.FIND, { name: 'alice' })).payload)?.channel).to.equal(4);
+    expect(hit((await find(c1, 0, 'alice')))?.channel).to.equal(4);
     const removed = await ask(c2, 0, Kind.REMOVE, { name: 'Alice', session: 1, owner: chatdMtype(0), ownerInc: 1 });
     expect(decodePayload('count', removed.payload)).to.deep.equal({ count: 1 });
-    expect((await ask(c1, 0, Kind.FIND, { name: 'alice' })).status).to.equal(Status.NOT_FOUND);
+    expect((await find(c1, 0, 'alice')).status).to.equal(Status.NOT_FOUND);
   });
 
   it('answers BAD_REQUEST to malformed payloads, unknown kinds and names of another shard', async () => {
@@ -75,13 +81,17 @@ describe('channeld - shard server (over the local transport)', () => {
     await s.whenLive();
     const c = endpoint(chatdMtype(0), 1);
     expect((await c.request(shardMtype(1), Kind.FIND, Buffer.from('{not json'), 1000)).status).to.equal(Status.BAD_REQUEST);
-    expect((await ask(c, 1, Kind.FIND, { name: 'bad name!' })).status).to.equal(Status.BAD_REQUEST);
+    expect((await find(c, 1, 'bad name!')).status).to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, Buffer.from([0xe0, 0x80]), 1000)).status, 'malformed UTF-8').to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, 'Upper', 1000)).status, 'not a key').to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, 'x'.repeat(97), 1000)).status, 'too long').to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, Buffer.alloc(0), 1000)).status, 'empty').to.equal(Status.BAD_REQUEST);
     expect((await ask(c, 1, 0x55, {})).status).to.equal(Status.BAD_REQUEST);
     const other = namesOn(0, 2, 1)[0]!;
-    expect((await ask(c, 1, Kind.FIND, { name: other })).status).to.equal(Status.BAD_REQUEST);
+    expect((await find(c, 1, other)).status).to.equal(Status.BAD_REQUEST);
     expect(s.counters.wrongShard).to.equal(1);
     const mine = namesOn(1, 2, 1)[0]!;
-    expect((await ask(c, 1, Kind.FIND, { name: mine })).status).to.equal(Status.NOT_FOUND);
+    expect((await find(c, 1, mine)).status).to.equal(Status.NOT_FOUND);
   });
 
   it('recovers from the live chatDs before answering lookups, and tombstones removals that cross a resync', async () => {
@@ -94,15 +104,15 @@ describe('channeld - shard server (over the local transport)', () => {
     const s = shard(0, 1, 5000);
     await new Promise((r) => setTimeout(r, 50));
     expect(s.state).to.equal('recovering');
-    expect((await ask(c, 0, Kind.FIND, { name: names[0] })).status).to.equal(Status.UNAVAILABLE);
+    expect((await find(c, 0, names[0])).status).to.equal(Status.UNAVAILABLE);
     expect((await ask(c, 0, Kind.LOGIN, { name: names[0], session: 1, channel: 1 })).status).to.equal(Status.UNAVAILABLE);
     // names[2]'s session ended while the resync was on its way.
     await ask(c, 0, Kind.REMOVE, { name: names[2], session: 3, owner: chatdMtype(0), ownerInc: 1 });
     const sync = await ask(c, 0, Kind.SYNC, { entries: [[names[0], 1, 2], [names[1], 2, 3], [names[2], 3, 4]], last: true });
     expect(decodePayload('count', sync.payload)).to.deep.equal({ count: 2, conflicts: 0 });
     await s.whenLive();
-    expect(decodePayload('findReply', (await ask(c, 0, Kind.FIND, { name: names[1] })).payload)?.channel).to.equal(3);
-    expect((await ask(c, 0, Kind.FIND, { name: names[2] })).status).to.equal(Status.NOT_FOUND);
+    expect(hit((await find(c, 0, names[1])))?.channel).to.equal(3);
+    expect((await find(c, 0, names[2])).status).to.equal(Status.NOT_FOUND);
   });
 
   it('goes live after the recovery window when no collector answers', async () => {

@@ -1,0 +1,79 @@
+/**
+ * Fixed-layout binary payloads for the cluster's hot records (a FIND and its reply), used
+ * instead of JSON + ajv: the queue is a trust boundary, so every decoder here checks every
+ * bound and returns undefined for anything that is not exactly a valid record. Little-endian,
+ * as the envelope. See docs/cluster.md ("Record payloads").
+ *
+ *   FIND        the directory key (normalizeName's output), UTF-8, 1..MAX_KEY_BYTES bytes
+ *   FIND reply  (status OK)  0 u16 channel (>= 1)
+ *                            2 u32 owner mtype (the chatD holding the session)
+ *                            6 u32 owner incarnation
+ *                           10 the name as registered, UTF-8, 1..MAX_KEY_BYTES bytes
+ *               (NOT_FOUND, UNAVAILABLE, ...) empty
+ */
+import { NAME_MAX_CODE_POINTS } from './names';
+
+/** A name of 24 code points takes at most 4 bytes each in UTF-8. */
+export const MAX_KEY_BYTES = NAME_MAX_CODE_POINTS * 4;
+export const FIND_REPLY_FIXED = 10;
+/** Largest FIND reply payload. */
+export const MAX_FIND_REPLY_BYTES = FIND_REPLY_FIXED + MAX_KEY_BYTES;
+
+export interface FindHit {
+  name: string;
+  channel: number;
+  owner: number;
+  ownerInc: number;
+}
+
+/** ASCII bytes a name may hold: digits, letters and `_` (bit set per byte value). */
+const NAME_ASCII = new Uint8Array(128);
+const KEY_ASCII = new Uint8Array(128);
+for (let b = 0; b < 128; b++) {
+  const digit = b >= 0x30 && b <= 0x39;
+  const lower = b >= 0x61 && b <= 0x7a;
+  const upper = b >= 0x41 && b <= 0x5a;
+  NAME_ASCII[b] = digit || lower || upper || b === 0x5f ? 1 : 0;
+  KEY_ASCII[b] = digit || lower || b === 0x5f ? 1 : 0;
+}
+
+/**
+ * Reads a name (or, with `key`, a directory key: no upper-case ASCII) from body[start, end):
+ * undefined unless it is 1..MAX_KEY_BYTES bytes of valid UTF-8 whose ASCII characters are
+ * digits, letters or `_`. (Other scripts' letters are not checked one by one here: a key
+ * that is no name is simply not found, and names are checked in full where they are stored.)
+ */
+export function readKey(body: Buffer, start: number, end: number, key = true): string | undefined {
+  const n = end - start;
+  if (n < 1 || n > MAX_KEY_BYTES || start < 0 || end > body.length) return undefined;
+  const allowed = key ? KEY_ASCII : NAME_ASCII;
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    const b = body[i]!;
+    if (b >= 0x80) ascii = false;
+    else if (allowed[b] === 0) return undefined;
+  }
+  if (ascii) return body.toString('latin1', start, end);
+  const s = body.toString('utf8', start, end);
+  // toString turns malformed sequences into U+FFFD, which no valid name holds (it is not a
+  // letter, digit or _): refusing it refuses every malformed key.
+  return s.includes('\ufffd') ? undefined : s;
+}
+
+/** Writes a FIND reply payload for a hit into `out` at 0; returns its length. */
+export function writeFindReply(out: Buffer, hit: FindHit): number {
+  out.writeUInt16LE(hit.channel, 0);
+  out.writeUInt32LE(hit.owner >>> 0, 2);
+  out.writeUInt32LE(hit.ownerInc >>> 0, 6);
+  return FIND_REPLY_FIXED + out.write(hit.name, FIND_REPLY_FIXED, 'utf8');
+}
+
+/** Decodes an OK FIND reply payload in body[start, end); undefined when malformed. */
+export function readFindReply(body: Buffer, start: number, end: number): FindHit | undefined {
+  if (end - start < FIND_REPLY_FIXED + 1 || end - start > MAX_FIND_REPLY_BYTES) return undefined;
+  const channel = body.readUInt16LE(start);
+  if (channel < 1) return undefined;
+  const name = readKey(body, start + FIND_REPLY_FIXED, end, false);
+  if (name === undefined) return undefined;
+  return { name, channel, owner: body.readUInt32LE(start + 2), ownerInc: body.readUInt32LE(start + 6) };
+}
