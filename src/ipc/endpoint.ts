@@ -68,6 +68,14 @@ export interface EndpointOptions {
    * replies it waits for. Infinity turns flow control off.
    */
   maxInFlightBytes?: number;
+  /**
+   * Adaptive batching: envelopes carrying requests that may be outstanding (sent, not wholly
+   * answered) to one destination. Requests beyond wait and go together in the next envelope,
+   * so under load envelopes grow instead of multiplying, and a lone request still goes at
+   * once. Each envelope costs both sides a thread wake-up and a hand-over, the largest fixed
+   * cost on the path. Default 2 (both sides busy at once); Infinity: one envelope per turn.
+   */
+  maxEnvelopesInFlight?: number;
 }
 
 /** Handles one-way records and requests. For requests, `reply` must be called exactly once. */
@@ -105,6 +113,11 @@ interface Credit {
   arena: Buffer;
   head: number;
   tail: number;
+  /** Envelopes carrying requests that are open or sent and not yet wholly answered. */
+  envelopes: number;
+  /** Per such envelope (by its number): requests still unanswered. */
+  unanswered: Map<number, number>;
+  nextEnvelope: number;
 }
 
 const WAIT_PREFIX = 4;
@@ -117,6 +130,8 @@ interface OpenBatch {
   count: number;
   /** Request ids carried (failed together when the envelope cannot be sent). */
   reqIds: number[];
+  /** Its number in its destination's envelope credit, once it carries a request (0: none). */
+  envelope: number;
   onFail: ((err: Error) => void)[] | undefined;
 }
 
@@ -167,6 +182,7 @@ export class Endpoint {
   private readonly flushNow = (): void => this.flush();
   private readonly credits = new Map<number, Credit>();
   private readonly maxInFlight: number;
+  private readonly maxEnvelopes: number;
 
   // The slot table (see SLOT_BITS).
   private slotIds = new Uint32Array(INITIAL_SLOTS);
@@ -176,6 +192,8 @@ export class Endpoint {
   private slotSize = new Int32Array(INITIAL_SLOTS);
   /** Holds credit (was appended to an envelope), as opposed to waiting for it. */
   private slotSent = new Uint8Array(INITIAL_SLOTS);
+  /** The number of the envelope that carries it (Credit.unanswered). */
+  private slotEnvelope = new Float64Array(INITIAL_SLOTS);
   private slotSink: (ReplySink<unknown> | undefined)[] = new Array<ReplySink<unknown> | undefined>(INITIAL_SLOTS).fill(undefined);
   private slotCtx: unknown[] = new Array<unknown>(INITIAL_SLOTS).fill(undefined);
   /** Free slots, first in first out (a ring over `freeRing`). */
@@ -193,6 +211,8 @@ export class Endpoint {
     // Default: 3/4 of the queue's capacity (12 KiB of 16): room for two envelopes in flight
     // (so both sides work at once), and the replies to them when they are no bigger.
     this.maxInFlight = options.maxInFlightBytes ?? Math.floor(transport.stat().capacity * 0.75);
+    this.maxEnvelopes = options.maxEnvelopesInFlight ?? 2;
+    if (!(this.maxEnvelopes >= 1)) throw new IpcError('EINVAL', `maxEnvelopesInFlight ${options.maxEnvelopesInFlight} must be at least 1`);
     this.mtype = options.mtype;
     this.incarnation = options.incarnation;
     const max = Math.min(options.maxBatchBytes, transport.maxMessageBytes);
@@ -265,8 +285,11 @@ export class Endpoint {
     fifo.ids.push(reqId);
     this.counters.requestsSent++;
     let credit = this.credits.get(to);
-    if (!credit) this.credits.set(to, (credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0 }));
-    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight)) {
+    if (!credit) {
+      credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), nextEnvelope: 1 };
+      this.credits.set(to, credit);
+    }
+    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
       // No credit: wait here, encoded (the caller may reuse its payload buffer).
       const need = WAIT_PREFIX + size;
       if (credit.tail + need > credit.arena.length) {
@@ -287,12 +310,33 @@ export class Endpoint {
     }
     credit.inFlight += size;
     this.slotSent[slot] = 1;
-    const b = this.batchFor(to, toIncarnation, size);
+    const b = this.requestBatch(credit, to, toIncarnation, size, slot);
     writeRecordHeader(b.buf, b.bytes, kind, 0, len, reqId, deadline);
     writePayload(b.buf, b.bytes + RECORD_HEADER_BYTES, payload);
     b.bytes += size;
     b.count++;
     b.reqIds.push(reqId);
+  }
+
+  /** May a request of `size` bytes join an envelope to `to` now (adaptive batching)? */
+  private envelopeRoom(credit: Credit, to: number, toIncarnation: number, size: number): boolean {
+    if (credit.envelopes < this.maxEnvelopes) return true;
+    // At the limit: only the open envelope that carries requests already may take more.
+    const b = this.last !== undefined && this.last.to === to && this.last.toIncarnation === toIncarnation ? this.last : this.batches.get(to)?.get(toIncarnation);
+    return b !== undefined && b.envelope !== 0 && b.bytes + size <= b.buf.length && b.count < MAX_RECORDS;
+  }
+
+  /** The open envelope a request joins; counts it in the envelope credit, and the request in it. */
+  private requestBatch(credit: Credit, to: number, toIncarnation: number, size: number, slot: number): OpenBatch {
+    const b = this.batchFor(to, toIncarnation, size);
+    if (b.envelope === 0) {
+      b.envelope = credit.nextEnvelope++;
+      credit.envelopes++;
+      credit.unanswered.set(b.envelope, 0);
+    }
+    credit.unanswered.set(b.envelope, credit.unanswered.get(b.envelope)! + 1);
+    this.slotEnvelope[slot] = b.envelope;
+    return b;
   }
 
   /** A request that cannot even be queued still fails asynchronously, as the contract says. */
@@ -327,6 +371,7 @@ export class Endpoint {
     this.slotTo = grow(this.slotTo, (k) => new Float64Array(k));
     this.slotSize = grow(this.slotSize, (k) => new Int32Array(k));
     this.slotSent = grow(this.slotSent, (k) => new Uint8Array(k));
+    this.slotEnvelope = grow(this.slotEnvelope, (k) => new Float64Array(k));
     for (let i = n; i < m; i++) {
       this.slotSink.push(undefined);
       this.slotCtx.push(undefined);
@@ -359,14 +404,22 @@ export class Endpoint {
     this.freeRing[(this.freeHead + this.freeCount) % this.freeRing.length] = slot;
     this.freeCount++;
     this.pendingCount--;
-    this.release(to, sent ? size : 0);
+    this.release(to, sent ? size : 0, sent ? this.slotEnvelope[slot]! : 0);
   }
 
   /** Credit back for `to`; sends the requests that waited for it, in order. */
-  private release(to: number, bytes: number): void {
+  private release(to: number, bytes: number, envelope: number): void {
     const credit = this.credits.get(to);
     if (!credit) return;
     credit.inFlight -= bytes;
+    if (envelope !== 0) {
+      const left = credit.unanswered.get(envelope)! - 1;
+      if (left > 0) credit.unanswered.set(envelope, left);
+      else {
+        credit.unanswered.delete(envelope);
+        credit.envelopes--;
+      }
+    }
     const a = credit.arena;
     while (credit.head < credit.tail) {
       const at = credit.head;
@@ -379,11 +432,13 @@ export class Endpoint {
         credit.head = next; // timed out while waiting
         continue;
       }
+      const toIncarnation = a.readUInt32LE(at);
       if (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) break;
+      if (!this.envelopeRoom(credit, to, toIncarnation, size)) break;
       credit.head = next;
       credit.inFlight += size;
       this.slotSent[slot] = 1;
-      const b = this.batchFor(to, a.readUInt32LE(at), size);
+      const b = this.requestBatch(credit, to, toIncarnation, size, slot);
       a.copy(b.buf, b.bytes, at + WAIT_PREFIX, next);
       b.bytes += size;
       b.count++;
@@ -436,7 +491,7 @@ export class Endpoint {
 
   private open(to: number, toIncarnation: number, firstRecord: number): OpenBatch {
     const cap = Math.max(this.maxBatchBytes, HEADER_BYTES + firstRecord);
-    const b: OpenBatch = { to, toIncarnation, buf: Buffer.allocUnsafe(cap), bytes: HEADER_BYTES, count: 0, reqIds: [], onFail: undefined };
+    const b: OpenBatch = { to, toIncarnation, buf: Buffer.allocUnsafe(cap), bytes: HEADER_BYTES, count: 0, reqIds: [], onFail: undefined, envelope: 0 };
     let m = this.batches.get(to);
     if (!m) this.batches.set(to, (m = new Map()));
     m.set(toIncarnation, b);
