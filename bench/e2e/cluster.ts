@@ -153,6 +153,11 @@ export class BenchCluster {
     const deadline = Date.now() + 5000;
     while (this.pidsOfOurs().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.finish(notes);
+    // The daemon is a child of init once daemonized: wait (bounded) until it is reaped, so that
+    // `pgrep -af PM2` right after a run shows no <defunct> leftover of ours.
+    const daemon = this.daemonPid;
+    const reapDeadline = Date.now() + 3000;
+    while (daemon !== undefined && existsSync(`/proc/${daemon}`) && Date.now() < reapDeadline) await new Promise((r) => setTimeout(r, 50));
     return notes;
   }
 

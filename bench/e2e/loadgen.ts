@@ -297,6 +297,7 @@ async function run(spec: ScenarioSpec, pids: number[]): Promise<RunResult> {
 
   // The measured window: CPU and machine ticks at both ends, in this process.
   const cpu0 = pids.map(procCpuTicks);
+  const self0 = procCpuTicks(process.pid);
   const mach0 = machineTicks();
   const t0 = performance.now();
   phase = 'measure';
@@ -304,6 +305,7 @@ async function run(spec: ScenarioSpec, pids: number[]): Promise<RunResult> {
   phase = 'drain';
   const t1 = performance.now();
   const cpu1 = pids.map(procCpuTicks);
+  const self1 = procCpuTicks(process.pid);
   const mach1 = machineTicks();
   const rss = pids.map(rssKb);
   const threads = pids.map(threadCount);
@@ -340,6 +342,7 @@ async function run(spec: ScenarioSpec, pids: number[]): Promise<RunResult> {
     cpuUsPerReq: measured > 0 ? cpuUs / measured : NaN,
     serverCpuPct: (cpuUs / 1000 / wallMs) * 100,
     machineBusyPct: ((mach1.busy - mach0.busy) * TICK_US) / 1000 / wallMs * 100,
+    loadgenCpuPct: ((self1 - self0) * TICK_US) / 1000 / wallMs * 100,
     rssKb: rss,
     threads,
     sent,

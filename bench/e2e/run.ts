@@ -323,7 +323,7 @@ async function main(): Promise<number> {
         const errs = Object.entries(r.errors).map(([k, v]) => `${k}=${v}`).join(' ');
         const bad = r.wrong + r.missing + r.unknownId + Object.values(r.errors).reduce((a, b) => a + b, 0);
         console.log(
-          `  round ${round + 1}  ${sc.name.padEnd(14)} ${s.name.padEnd(11)} ${fmtInt(r.reqPerSec).padStart(8)} req/s  p50 ${fmtMs(r.latencyUs.p50)} p99 ${fmtMs(r.latencyUs.p99)} ms  CPU ${fmt1(r.cpuUsPerReq)} µs/req (server ${Math.round(r.serverCpuPct)}%, machine ${Math.round(r.machineBusyPct)}%)${bad ? `  !! wrong ${r.wrong} missing ${r.missing} unknown-id ${r.unknownId} ${errs}` : ''}`,
+          `  round ${round + 1}  ${sc.name.padEnd(14)} ${s.name.padEnd(11)} ${fmtInt(r.reqPerSec).padStart(8)} req/s  p50 ${fmtMs(r.latencyUs.p50)} p99 ${fmtMs(r.latencyUs.p99)} ms  CPU ${fmt1(r.cpuUsPerReq)} µs/req (server ${Math.round(r.serverCpuPct)}%, load gen ${Math.round(r.loadgenCpuPct)}%, other ${Math.round(r.machineBusyPct - r.serverCpuPct - r.loadgenCpuPct)}%)${bad ? `  !! wrong ${r.wrong} missing ${r.missing} unknown-id ${r.unknownId} ${errs}` : ''}`,
         );
         if (r.wrong > 0) {
           console.error(`\n!!! WRONG ANSWERS from ${s.name} in ${sc.name}: ${r.wrong}. Examples:`);
@@ -353,7 +353,7 @@ async function main(): Promise<number> {
       cpu: agg(g.map((r) => r.cpuUsPerReq)),
     };
   };
-  const rows: string[][] = [['scenario', 'server', 'req/s median (range)', 'p50 ms', 'p95 ms', 'p99 ms (range)', 'CPU µs/req (range)', 'server CPU %', 'wrong', 'errors', 'missing']];
+  const rows: string[][] = [['scenario', 'server', 'req/s median (range)', 'p50 ms', 'p95 ms', 'p99 ms (range)', 'CPU µs/req (range)', 'server CPU %', 'other load %', 'wrong', 'errors', 'missing']];
   let totalWrong = 0;
   let totalErrors = 0;
   let totalMissing = 0;
@@ -371,7 +371,8 @@ async function main(): Promise<number> {
       totalErrors += errorCount;
       totalMissing += missing;
       const cpuPct = agg(g.map((r) => r.serverCpuPct));
-      summary[`${s.name}/${sc.name}`] = { rounds: g.length, reqPerSec: a.rate, latencyUs: { p50: a.p50, p95: a.p95, p99: a.p99 }, cpuUsPerReq: a.cpu, serverCpuPct: cpuPct, wrong, errors, missing };
+      const otherPct = agg(g.map((r) => r.machineBusyPct - r.serverCpuPct - r.loadgenCpuPct));
+      summary[`${s.name}/${sc.name}`] = { rounds: g.length, reqPerSec: a.rate, latencyUs: { p50: a.p50, p95: a.p95, p99: a.p99 }, cpuUsPerReq: a.cpu, serverCpuPct: cpuPct, otherLoadPct: otherPct, wrong, errors, missing };
       rows.push([
         sc.name,
         s.name,
@@ -381,13 +382,14 @@ async function main(): Promise<number> {
         range(a.p99, fmtMs),
         range(a.cpu, fmt1),
         fmtInt(cpuPct.median),
+        fmtInt(Math.max(0, otherPct.median)),
         String(wrong),
         errorCount ? Object.entries(errors).map(([k, v]) => `${k} ${v}`).join(', ') : '0',
         String(missing),
       ]);
     }
   }
-  console.log(`\nMedians of ${ROUNDS} round(s) (range over rounds). Latency: request written -> reply read, in the load generator. CPU: every process of the server, user+system, per reply.\n`);
+  console.log(`\nMedians of ${ROUNDS} round(s) (range over rounds). Latency: request written -> reply read, in the load generator. CPU: every process of the server, user+system, per reply. Other load: the machine's busy time minus the server's and the load generator's, in % of one core (other engineers' work, the idle servers).\n`);
   console.log(table(rows));
 
   console.log('\nRSS (VmRSS, MiB) per process: idle after start / after the logins / at the end of the load\n');

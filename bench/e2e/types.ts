@@ -47,6 +47,8 @@ export interface RunResult {
   serverCpuPct: number;
   /** The whole machine, % of one core (load generator and other work included). */
   machineBusyPct: number;
+  /** The load generator itself, % of one core. machine - server - load generator = other work on the machine. */
+  loadgenCpuPct: number;
   rssKb: number[];
   threads: number[];
   sent: number;
