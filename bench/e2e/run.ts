@@ -392,6 +392,22 @@ async function main(): Promise<number> {
   console.log(`\nMedians of ${ROUNDS} round(s) (range over rounds). Latency: request written -> reply read, in the load generator. CPU: every process of the server, user+system, per reply. Other load: the machine's busy time minus the server's and the load generator's, in % of one core (other engineers' work, the idle servers).\n`);
   console.log(table(rows));
 
+  // Where the server's CPU goes, by process, in the first throughput scenario.
+  const cpuScenario = SCENARIOS[0]!.name;
+  console.log(`\nCPU by process in ${cpuScenario} (median over rounds, % of one core; the machine has ${cpus().length} cores)\n`);
+  const byProc: string[][] = [['server', 'process', 'CPU %', 'µs per request']];
+  for (const s of running) {
+    const g = groups.get(`${s.name}/${cpuScenario}`);
+    if (!g) continue;
+    const labels = g[0]!.labels;
+    labels.forEach((label, i) => {
+      const pct = agg(g.map((r) => (r.labels[i] === label ? (r.cpuUsPerPid[i]! / 1000 / r.wallMs) * 100 : NaN)));
+      const per = agg(g.map((r) => (r.labels[i] === label && r.replies > 0 ? r.cpuUsPerPid[i]! / r.replies : NaN)));
+      byProc.push([s.name, label, fmt1(pct.median), fmt2(per.median)]);
+    });
+  }
+  console.log(table(byProc));
+
   console.log('\nRSS (VmRSS, MiB) per process: idle after start / after the logins / at the end of the load\n');
   const rssRows: string[][] = [['server', 'process', 'idle', 'logged in', 'end of load']];
   for (const s of running) {
