@@ -16,8 +16,8 @@
  * Environment: REPLY_ROUNDS=<n>; REPLY_ONLY=<regex> on "<path> w<window>";
  * REPLY_RESULTS=<file> (default bench/results/replypath-latest.json).
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { SysvQueue, readKernelLimit } from '../../src/ipc';
@@ -174,6 +174,40 @@ async function runOnce(path: ReplyPath, window: number): Promise<Record<string, 
   }
 }
 
+/**
+ * Calibration: the C one-at-a-time round trip of bench/c/mq-pingpong.c on its own queue,
+ * to tell how fast this machine's wake-ups are today (docs/benchmarks.md has 9.5 µs p50).
+ */
+function cPingpong(): Record<string, unknown> | { error: string } {
+  const src = join(ROOT, 'bench', 'c', 'mq-pingpong.c');
+  const bin = join(ROOT, 'bench', 'build', 'mq-pingpong');
+  const q = SysvQueue.createPrivate(0o600);
+  liveQueues.add(q);
+  try {
+    let fresh = false;
+    try {
+      fresh = statSync(bin).mtimeMs >= statSync(src).mtimeMs;
+    } catch {
+      fresh = false;
+    }
+    if (!fresh) {
+      mkdirSync(dirname(bin), { recursive: true });
+      execFileSync('gcc', ['-O2', '-o', bin, src], { stdio: 'inherit' });
+    }
+    const out = execFileSync(bin, ['pingpong', String(q.id), '200', '600', '30'], { timeout: 10_000, encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
+  } catch (err) {
+    return { error: (err as Error).message };
+  } finally {
+    try {
+      q.remove();
+    } catch {
+      /* gone */
+    }
+    liveQueues.delete(q);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const median = (xs: number[]): number => {
@@ -196,6 +230,7 @@ async function main(): Promise<void> {
   process.stderr.write(
     `bench:replypath: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Linux ${release()}, msgmnb ${msgmnb}, Node ${process.versions.node}, ${ROUNDS} rounds\n`,
   );
+  const calibration = [cPingpong()];
   const rows: Row[] = [];
   for (const window of WINDOWS) {
     const sel = REPLY_PATHS.filter((p) => !ONLY || ONLY.test(`${p} w${window}`));
@@ -222,6 +257,10 @@ async function main(): Promise<void> {
       process.stderr.write(`  ${`${p} w${window}`.padEnd(14)} ${rates.length ? `${fmt(median(rates))} req/s [${rates.map(fmt).join(', ')}]` : 'FAILED'}\n`);
     }
   }
+
+  calibration.push(cPingpong());
+  const cal = calibration.map((c) => ('error' in c ? `failed (${String(c.error)})` : `${fmt(Number(c.perSecond))}/s, RTT p50 ${String(c.rttP50us)} µs, p99 ${String(c.rttP99us)} µs`));
+  process.stderr.write(`calibration, C one-at-a-time round trip before / after: ${cal.join(' / ')}\n`);
 
   // Table (markdown).
   const lines = [
@@ -256,7 +295,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(RESULTS), { recursive: true });
   writeFileSync(
     RESULTS,
-    JSON.stringify({ date: new Date().toISOString(), seconds: round((Date.now() - t0) / 1000), nproc: cpus().length, msgmnb, rounds: ROUNDS, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, rows, table }, null, 1),
+    JSON.stringify({ date: new Date().toISOString(), seconds: round((Date.now() - t0) / 1000), nproc: cpus().length, msgmnb, rounds: ROUNDS, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, calibration, rows, table }, null, 1),
   );
   process.stderr.write(`bench:replypath: ${round((Date.now() - t0) / 1000)} s, results in ${RESULTS}\n`);
 }
