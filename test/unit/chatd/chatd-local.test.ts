@@ -8,6 +8,8 @@ import { Endpoint } from '../../../src/ipc/endpoint';
 import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
 import { MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
 import { ChatClient, loggedIn } from '../../../test/helpers/chat-client';
+import { okReply } from '../../../src/protocol/replies';
+import { findText } from '../../../src/protocol/texts';
 
 const log = pino({ level: 'silent' });
 
@@ -70,6 +72,28 @@ describe('chatd - whole front end over the local transport', () => {
     clients.push(c);
     return c;
   }
+
+  it('find replies (both forms, online and offline, en and ko) are byte for byte what okReply + JSON.stringify give', async () => {
+    await shards(2);
+    const { port } = await chatd(config());
+    await client(port, '타락파워전사', 3);
+    await client(port, 'Bob_7', 12);
+    const a = await client(port, 'Alice', 1);
+    const cases: { req: Record<string, unknown>; expected: object }[] = [];
+    const add = (id: number, req: Record<string, unknown>, expected: object) => cases.push({ req: { ...req, id }, expected });
+    add(10, { op: 'find', name: 'bob_7' }, okReply('find', 10, { name: 'Bob_7', online: true, channel: 12 }));
+    add(11, { op: 'find', name: '타락파워전사' }, okReply('find', 11, { name: '타락파워전사', online: true, channel: 3 }));
+    add(12, { op: 'find', name: 'Nobody_Here' }, okReply('find', 12, { name: 'Nobody_Here', online: false }));
+    for (const [i, [text, lang, name]] of ([['/찾기 타락파워전사', 'ko', '타락파워전사'], ['/find BOB_7', 'en', 'BOB_7'], ['/찾기 유령', 'ko', '유령'], ['/find ghost', 'en', 'ghost']] as const).entries()) {
+      const online = name.toLowerCase() === 'bob_7' ? { name: 'Bob_7', online: true, channel: 12 } : name === '타락파워전사' ? { name, online: true, channel: 3 } : { name, online: false };
+      add(20 + i, { op: 'chat', text }, okReply('chat', 20 + i, { command: 'find', result: online, text: findText(lang, online) }));
+    }
+    for (const c of cases) await a.request(c.req);
+    for (const c of cases) {
+      const text = a.texts.find((t) => t.startsWith(`{"op":"${String(c.req.op)}","id":${String(c.req.id)},`));
+      expect(text, JSON.stringify(c.req)).to.equal(JSON.stringify(c.expected));
+    }
+  });
 
   it('ends a closed connection within 2 s with no collector running (direct removal)', async () => {
     await shards(2);
