@@ -7,6 +7,20 @@ import type { Logger } from '../log';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
 import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
+import { R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
+
+/** What the receiver thread did on its own (FINDs answered from the replica). */
+function replicaCounters(r: ReplicaWriter): Record<string, number | boolean> {
+  const c = r.views.control;
+  return {
+    usable: r.usable,
+    finds: Atomics.load(c, R_FINDS),
+    envelopes: Atomics.load(c, R_ENVELOPES),
+    expired: Atomics.load(c, R_EXPIRED),
+    badRequests: Atomics.load(c, R_BAD),
+    sendFailed: Atomics.load(c, R_SEND_FAILED),
+  };
+}
 
 export interface ShardServerOptions {
   shard: number;
@@ -14,6 +28,8 @@ export interface ShardServerOptions {
   /** How long a restarted shard waits for chatDs to resend their sessions before it serves anyway. */
   recoveryMs: number;
   log: Logger;
+  /** The shared-memory copy of the directory that the receiver thread answers FINDs from. */
+  replica?: ReplicaWriter;
 }
 
 /**
@@ -26,7 +42,7 @@ export interface ShardServerOptions {
  * which could be wrong for a character still connected.
  */
 export class ShardServer {
-  readonly directory = new Directory();
+  readonly directory: Directory;
   state: 'recovering' | 'live' = 'recovering';
   private readonly waitingFor = new Set<string>();
   /** Sessions removed while recovering, so that a SYNC crossing the REMOVE cannot revive them. */
@@ -43,6 +59,7 @@ export class ShardServer {
     private readonly options: ShardServerOptions,
   ) {
     this.log = options.log;
+    this.directory = new Directory(options.replica);
   }
 
   start(): void {
@@ -90,6 +107,7 @@ export class ShardServer {
     if (this.state === 'live') return;
     this.state = 'live';
     this.tombstones.clear();
+    this.options.replica?.setLive(true);
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.log.info({ entries: this.directory.size }, 'shard live');
@@ -208,6 +226,7 @@ export class ShardServer {
             state: this.state,
             entries: d.size,
             counters: { ...this.counters },
+            ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
             endpoint: { ...this.endpoint.counters },
           }),
         );
