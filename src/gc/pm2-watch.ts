@@ -1,6 +1,6 @@
 import { chatdMtype, shardMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import type { SupervisorEvent } from './collector';
+import type { SupervisorEvent } from './membership';
 import { connectPm2, pm2Home, type Pm2Client } from '../runtime/pm2-client';
 
 /** PM2 app names (PROTOCOL.md: chatd, channeld, gc). */
