@@ -15,6 +15,9 @@ export { defaultTimings, type CollectorCounters, type CollectorTimings } from '.
 export { expectedMtype, type SupervisorEvent } from './membership';
 export type { CleanupReport } from './death-cleanup';
 
+/** The kinds the collector serves; any other record is counted and ignored. */
+const GC_KINDS: ReadonlySet<number> = new Set([Kind.HEARTBEAT, Kind.HELLO, Kind.SESSION_END, Kind.STATUS]);
+
 export interface CollectorOptions {
   endpoint: Endpoint;
   config: Pick<Config, 'shards' | 'deadAfterMs' | 'heartbeatMs'>;
@@ -180,7 +183,15 @@ export class Collector {
   private onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
     if (this.stopped) return;
     try {
-      if (rec.kind !== Kind.HEARTBEAT) this.membership.noteSighting(this.table.sighting(rec.from, rec.fromIncarnation, this.now()));
+      // Any record refreshes the incarnation that holds its mtype; only a validated HEARTBEAT
+      // or HELLO may put a new incarnation in the table (and so declare the old one dead).
+      this.table.touch(rec.from, rec.fromIncarnation, this.now());
+      if (!GC_KINDS.has(rec.kind)) {
+        // Unknown or foreign kinds (forged envelopes, garbage, misrouted records): counted, ignored.
+        this.counters.ignoredRecords++;
+        this.log.debug({ kind: kindName(rec.kind), from: rec.from, fromIncarnation: rec.fromIncarnation }, 'record of a kind the collector does not serve: ignored');
+        return;
+      }
       if (!reply) return; // the collector takes no one-way records
       switch (rec.kind) {
         case Kind.HEARTBEAT:
@@ -196,8 +207,6 @@ export class Collector {
         case Kind.STATUS:
           this.counters.statusRequests++;
           return reply(Status.OK, this.encodeStatus());
-        default:
-          return this.badRequest(rec, reply, 'unexpected kind');
       }
     } catch (err) {
       this.log.error({ err, kind: kindName(rec.kind), from: rec.from }, 'collector handler failed');

@@ -69,13 +69,17 @@ export interface CollectorCounters {
   badRequests: number;
   warmupRefusals: number;
   stalls: number;
+  /** Records of kinds the collector does not serve (forged, foreign or garbage): counted, never answered. */
+  ignoredRecords: number;
+  /** A new incarnation claimed on an mtype whose holder's pid is alive: refused until evidence of its death. */
+  refusedIncarnations: number;
 }
 
 export const newCounters = (): CollectorCounters => ({
   heartbeats: 0, hellos: 0, resyncsPosted: 0, sessionEnds: 0, sessionEndsRemoved: 0, sessionEndsShardDead: 0,
   sessionEndsUnavailable: 0, removeAttempts: 0, deaths: 0, chatdDeaths: 0, shardDeaths: 0, revived: 0,
   purgeAttempts: 0, purgedEntries: 0, cleanupsDone: 0, drainedMessages: 0, legacyRepliesDrained: 0,
-  statusRequests: 0, badRequests: 0, warmupRefusals: 0, stalls: 0,
+  statusRequests: 0, badRequests: 0, warmupRefusals: 0, stalls: 0, ignoredRecords: 0, refusedIncarnations: 0,
 });
 
 /** What the collector's parts share: one table, one endpoint, one set of counters. */

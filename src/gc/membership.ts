@@ -58,6 +58,7 @@ export class Membership {
     if (p.role === 'gc') {
       ctx.warnOnce(`gc:${rec.fromIncarnation}`, { incarnation: rec.fromIncarnation, pid: p.pid }, 'another collector is heartbeating on the gc mtype; only one may run per queue');
     } else {
+      if (this.refuseNewIncarnation(rec, p.pid)) return reply(Status.UNAVAILABLE, EMPTY);
       const now = ctx.now();
       const r = ctx.table.heartbeat(rec.from, rec.fromIncarnation, p.pid, now);
       this.noteSighting(r);
@@ -77,6 +78,9 @@ export class Membership {
     if (!p) return this.badRequest(rec, reply, 'bad hello payload');
     if (rec.from !== shardMtype(p.shard)) return this.badRequest(rec, reply, `hello of shard ${p.shard} from mtype ${rec.from}`);
     ctx.counters.hellos++;
+    if (this.refuseNewIncarnation(rec, 0)) return reply(Status.UNAVAILABLE, EMPTY);
+    // A validated HELLO puts a restarted shard in the table at once (the old one is gone).
+    this.noteSighting(ctx.table.sighting(rec.from, rec.fromIncarnation, ctx.now()));
     if (ctx.warming) {
       ctx.counters.warmupRefusals++;
       return reply(Status.UNAVAILABLE, EMPTY);
@@ -85,6 +89,28 @@ export class Membership {
     reply(Status.OK, encodePayload('helloReply', { chatds }));
     for (const [mtype, inc] of chatds) this.postResync(mtype, inc, p.shard, rec.fromIncarnation);
     ctx.log.info({ shard: p.shard, shardInc: rec.fromIncarnation, chatds: chatds.length }, 'shard hello: chatDs asked to resync');
+  }
+
+  /**
+   * Death is established from evidence, never from one record: a new incarnation speaking on an
+   * mtype whose current holder has a checkable pid that is alive is refused (UNAVAILABLE; a real
+   * successor retries, and is admitted once the pid check or PM2 saw the old one go, within a
+   * tick). Holders whose pid cannot be checked are replaced by a validated record, as before.
+   */
+  private refuseNewIncarnation(rec: InboundRecord, pid: number): boolean {
+    const ctx = this.ctx;
+    const cur = ctx.table.get(rec.from);
+    if (!cur || cur.incarnation === rec.fromIncarnation) return false;
+    if (ctx.table.isDead(rec.from, rec.fromIncarnation)) return false; // a revival: handled by the caller
+    if (cur.pid === 0 || !cur.pidCheck || !ctx.liveness(cur.pid)) return false;
+    if (pid !== 0 && pid === cur.pid) return false; // the same process restarted its endpoint
+    ctx.counters.refusedIncarnations++;
+    ctx.warnOnce(
+      `refused:${rec.from}:${rec.fromIncarnation}`,
+      { mtype: rec.from, claimed: rec.fromIncarnation, holder: cur.incarnation, holderPid: cur.pid, claimedPid: pid },
+      'new incarnation claimed while the holder of the mtype is alive: refused until its death is established',
+    );
+    return true;
   }
 
   /** A pid that does not exist from here although its process just spoke: another pid namespace. */

@@ -103,10 +103,11 @@ describe('gc collector', function () {
     });
 
     it('hello - a restarted shard (new incarnation) replaces the old one without draining its mailbox', async () => {
-      rig = makeRig();
+      rig = makeRig({ timings: { tickMs: 60_000 } });
       const old = rig.shard(0, 1);
       await old.heartbeat('channeld', 0);
       await old.close();
+      rig.alive.delete(old.pid); // the old process is gone (the pid check has not run yet)
       const fresh = rig.shard(0, 2);
       await fresh.request(Kind.HELLO, encodePayload('hello', { shard: 0 }));
       const died = linesWith(rig.lines, 'process died');
@@ -295,10 +296,47 @@ describe('gc collector', function () {
       expect(rig.collector.table.get(s.mtype)).to.not.equal(undefined);
     });
 
-    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+    it('forged envelope - a new chatD incarnation claimed by one record of unknown kind purges nothing (defect 2)', async () => {
       rig = makeRig({ shards: 2 });
       const { shards, chatd } = await cluster(2);
-      await chatd.close(); // the old process is gone (its pid may linger: PM2 restarts fast)
+      // What the probe sent: gc's mtype, a header claiming a new incarnation of the live chatD,
+      // an unknown kind, an empty payload; as a request and as a one-way record.
+      for (const reqId of [0, 77]) {
+        const forged = encodeEnvelope({ from: chatd.mtype, fromIncarnation: chatd.incarnation + 1000 + reqId, toIncarnation: 0 }, [
+          { kind: 0x42, reqId, deadline: 0, payload: Buffer.alloc(0) },
+        ]);
+        expect(rig.queue.trySend(MTYPE_GC, forged)).to.equal(true);
+      }
+      // and records of known kinds, well-formed envelopes, but invalid payloads
+      const forgedHello = encodeEnvelope({ from: chatd.mtype, fromIncarnation: chatd.incarnation + 5, toIncarnation: 0 }, [
+        { kind: Kind.SESSION_END, reqId: 9, deadline: 0, payload: Buffer.from('garbage') },
+        { kind: Kind.HEARTBEAT, reqId: 10, deadline: 0, payload: Buffer.alloc(0) },
+      ]);
+      expect(rig.queue.trySend(MTYPE_GC, forgedHello)).to.equal(true);
+      await sleep(200);
+      expect(linesWith(rig.lines, 'process died'), 'no death from one unvalidated record').to.have.length(0);
+      for (const s of shards) expect(s.kinds(Kind.PURGE), 'no PURGE').to.have.length(0);
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation, 'the live chatD keeps its mtype').to.equal(chatd.incarnation);
+      expect(rig.collector.counters.deaths).to.equal(0);
+      // A validated heartbeat of a new incarnation while the old pid is alive is refused too (evidence first).
+      await chatd.close(); // its receiver stops (the pid stays alive): the reply goes to the impostor
+      const impostor = rig.chatd(0, chatd.incarnation + 9);
+      expect((await impostor.heartbeat('chatd', 0)).status).to.equal(Status.UNAVAILABLE);
+      expect(rig.collector.counters.deaths).to.equal(0);
+      // Once the old pid is gone (the evidence), the new incarnation takes over.
+      rig.alive.delete(chatd.pid);
+      await waitFor(() => rig.collector.counters.deaths === 1, 2000, 5, 'old chatD dead by pid');
+      expect((await impostor.heartbeat('chatd', 0)).status).to.equal(Status.OK);
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation).to.equal(impostor.incarnation);
+      await rig.collector.settled();
+      expect((rig.collector.counters as unknown as Record<string, number>).ignoredRecords, 'unknown kinds counted').to.equal(2);
+    });
+
+    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+      rig = makeRig({ shards: 2, timings: { tickMs: 60_000 } });
+      const { shards, chatd } = await cluster(2);
+      await chatd.close(); // the old process is gone; the pid check has not run yet
+      rig.alive.delete(chatd.pid);
       const fresh = rig.chatd(0, chatd.incarnation + 1);
       expect((await fresh.heartbeat('chatd', 0)).status).to.equal(Status.OK);
       const [report] = await rig.collector.settled();
