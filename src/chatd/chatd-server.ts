@@ -50,7 +50,10 @@ export class ChatdServer {
       log,
     );
     this.legacy = new LegacyGateway(transport, this.shards, log);
-    this.heartbeat = new Heartbeat(endpoint, { role: 'chatd', index }, config.heartbeatMs, (m) => this.shards.setMembership(m.shards));
+    this.heartbeat = new Heartbeat(endpoint, { role: 'chatd', index }, config.heartbeatMs, (m) => {
+      this.shards.setMembership(m.shards);
+      this.service.noteMembership(m.shards);
+    });
     this.connOptions = {
       maxFrameBytes: config.maxFrameBytes,
       idleTimeoutMs: config.idleTimeoutMs,
