@@ -108,6 +108,7 @@ export class ChatdServer {
     });
     const ends = [...this.sessions.all()].map((s) => this.reaper.end(s.name, s.id));
     await Promise.race([Promise.allSettled(ends), new Promise((r) => setTimeout(r, 1500))]);
+    this.reaper.stop(); // removals still unconfirmed go with this incarnation (PURGE by gc or our successor)
     await this.legacy.close();
     await this.endpoint.close();
   }
