@@ -8,6 +8,7 @@ import { DeathCleanup, type CleanupReport } from './death-cleanup';
 import { defaultTimings, newCounters, type CollectorCounters, type CollectorTimings, type GcContext } from './gc-context';
 import { Membership, type SupervisorEvent } from './membership';
 import { ProcessTable, type Death } from './process-table';
+import { LegacyExpiry } from './legacy-expiry';
 import { QueueHygiene } from './queue-hygiene';
 import { SessionCleanup } from './session-cleanup';
 
@@ -28,6 +29,10 @@ export interface CollectorOptions {
   liveness: (pid: number) => boolean;
   timings?: Partial<CollectorTimings>;
   now?: () => number;
+  /** One non-blocking receive of `mtype` (for legacy reply expiry); without it replies expire by the hygiene drain only. */
+  takeOne?: (mtype: number) => Buffer | null;
+  /** Sends without blocking (puts a young legacy reply back); false when the queue is full. */
+  putBack?: (mtype: number, body: Buffer) => boolean;
 }
 
 /**
@@ -60,6 +65,7 @@ export class Collector {
   private readonly deaths: DeathCleanup;
   private readonly sessionCleanup: SessionCleanup;
   private readonly hygiene: QueueHygiene;
+  private readonly legacyExpiry: LegacyExpiry | undefined;
 
   constructor(private readonly options: CollectorOptions) {
     this.endpoint = options.endpoint;
@@ -94,6 +100,9 @@ export class Collector {
     this.membership = new Membership(this.ctx, (d) => this.deaths.onDeath(d), bad);
     this.sessionCleanup = new SessionCleanup(this.ctx, bad);
     this.hygiene = new QueueHygiene(this.ctx);
+    const { takeOne, putBack } = options;
+    const t = this.timings;
+    this.legacyExpiry = takeOne && putBack ? new LegacyExpiry(this.ctx, { takeOne, putBack, everyMs: t.legacyEveryMs, ttlMs: t.legacyTtlMs, fill: t.legacyFill }) : undefined;
   }
 
   /** Starts serving the collector's mtype and the periodic checks. */
@@ -140,6 +149,7 @@ export class Collector {
     this.lastTick = now;
     for (const d of this.table.checkPids(this.options.liveness, now)) this.deaths.onDeath(d);
     for (const d of this.table.checkSilence(now)) this.deaths.onDeath(d);
+    this.legacyExpiry?.run(now);
     if (now - this.lastHygiene >= this.timings.hygieneEveryMs) {
       this.lastHygiene = now;
       this.hygiene.run(now);

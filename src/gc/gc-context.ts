@@ -30,6 +30,12 @@ export interface CollectorTimings {
   highWater: number;
   /** Queue hygiene: how long the queue must stay above highWater before legacy replies are drained. */
   highWaterForMs: number;
+  /** Legacy reply expiry (defect 5): how often mtype 2 is looked at. */
+  legacyEveryMs: number;
+  /** A legacy reply older than this is dropped. */
+  legacyTtlMs: number;
+  /** Above this fill ratio every legacy reply is dropped at once, whatever its age. */
+  legacyFill: number;
 }
 
 export function defaultTimings(config: Pick<Config, 'deadAfterMs' | 'heartbeatMs'>): CollectorTimings {
@@ -44,6 +50,9 @@ export function defaultTimings(config: Pick<Config, 'deadAfterMs' | 'heartbeatMs
     hygieneEveryMs: 1000,
     highWater: 0.5,
     highWaterForMs: 5000,
+    legacyEveryMs: 250,
+    legacyTtlMs: 2000,
+    legacyFill: 0.5,
   };
 }
 

@@ -251,6 +251,25 @@ describe('chatd - whole front end over the local transport', () => {
     for (const [i, n] of names.entries()) expect(await findState(cs[0]!, n), n).to.equal(`online:${i + 1}`);
   });
 
+  it('defect 5 - 200 legacy requests whose replies nobody reads do not cut chatD off from its shards (16 KiB queue, no gc)', async function () {
+    this.timeout(20_000);
+    queue = new LocalQueue(16384, 8192); // the kernel's default: 16 unread 1 KiB replies fill it
+    await shards(2);
+    const { server, port } = await chatd(config({ CHATD_REQUEST_TIMEOUT_MS: '1000' }));
+    const a = await client(port, 'Alice', 2);
+    const peer = transport(); // a C peer: 200 requests on mtype 1, replies on mtype 2 never read
+    for (let i = 0; i < 200; i++) peer.send(MTYPE_LEGACY_REQUEST, legacyReplyBody(i % 2 ? '/find alice' : '/찾기 nobody'));
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    const replies = await Promise.all(Array.from({ length: 40 }, () => a.request({ op: 'find', name: 'alice' }, 5000)));
+    const failed = replies.filter((r) => !r.ok || r.online !== true);
+    expect(failed.slice(0, 3), `${failed.length} of 40 finds failed`).to.deep.equal([]);
+    expect(Date.now() - t0).to.be.below(3000);
+    const legacy = server.legacy.counters as unknown as Record<string, number>;
+    expect(legacy.shed, 'legacy requests shed (counted) once their replies hold half the queue').to.be.greaterThan(0);
+    expect(queue.stat().bytes, 'unread legacy replies bounded to half the queue').to.be.at.most(8192 + 2048);
+  });
+
   it('forwards a whisper to a character held by another chatD', async () => {
     await shards(2);
     const one = await chatd(config(), 0);

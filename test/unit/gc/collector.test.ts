@@ -4,6 +4,7 @@ import { EMPTY, decodePayload, encodePayload } from '../../../src/cluster/messag
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
 import { shardFor } from '../../../src/cluster/shard-for';
 import { waitFor } from '../../helpers/wait';
+import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
 import { linesWith, makeRig, type Rig } from './gc-rig';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -417,25 +418,39 @@ describe('gc collector', function () {
       expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
     });
 
-    it('hygiene - legacy replies drained once the queue stays over half full', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 100 } });
-      const body = Buffer.alloc(1024, 0x41);
-      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, body)).to.equal(true);
+    it('legacy replies - over half full they are dropped at once, whatever their age (defect 5)', async () => {
+      rig = makeRig({ timings: { highWaterForMs: 60_000 } });
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`r${i}`))).to.equal(true);
       rig.queue.trySend(shardMtype(0) + 50, Buffer.from('someone else'));
-      await sleep(50);
-      expect(rig.queue.stat().messages).to.equal(11); // not yet: must stay full for highWaterForMs
-      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain');
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain by fill');
       expect(rig.queue.stat().messages).to.equal(1);
-      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
-      expect(line).to.have.length(1);
-      expect(line[0]).to.include({ legacyReplies: 10 });
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 10, byFill: true });
     });
 
-    it('hygiene - below half full nothing is drained', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 20 } });
-      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024));
-      await sleep(150);
-      expect(rig.queue.stat().messages).to.equal(3);
+    it('legacy replies - below half full: old ones expire by age, young ones stay, in order (defect 5)', async () => {
+      rig = makeRig({ timings: { legacyTtlMs: 1000 } });
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`old${i}`, now - 5000));
+      rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024)); // not a reply of ours: junk
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`new${i}`, now));
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 4, 2000, 5, 'old replies expired');
+      await sleep(100);
+      const left = rig.queue.take(MTYPE_LEGACY_REPLY, 100).map((b) => legacyRequestText(b));
+      expect(left).to.have.members(['new0', 'new1', 'new2']);
+    });
+
+    it('hygiene - vacant mailboxes drained once the queue stays over half full', async () => {
+      rig = makeRig({ shards: 1, timings: { highWaterForMs: 100 } });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      await s.close();
+      rig.alive.delete(s.pid);
+      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(s.mtype, Buffer.alloc(1000, 1))).to.equal(true);
+      await waitFor(() => rig.queue.stat().messages === 0, 3000, 5, 'vacant mailbox drain');
+      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
+      expect(line).to.have.length(1);
+      expect(line[0]).to.deep.include({ vacantMailboxes: { [s.mtype]: 10 } });
     });
   });
 });
