@@ -50,6 +50,8 @@ function main(): void {
     log: log.child({ component: 'collector' }),
     drain: (mtype) => drainQueue(queue, mtype),
     liveness: pidAlive,
+    takeOne: (mtype) => queue.tryReceive(mtype)?.body ?? null,
+    putBack: (mtype, body) => queue.trySend(mtype, body),
   });
   log.info({ config, timings: collector.timings, queueId: queue.id, msgmax: queue.maxMessageBytes, mtype: MTYPE_GC, incarnation }, 'starting');
   collector.start();

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { LEGACY_MTEXT_BYTES, legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
+import { LEGACY_MTEXT_BYTES, LEGACY_TRAILER_AT, legacyReplyBody, legacyReplyTime, legacyRequestText } from '../../../src/chatd/legacy-gateway';
 
 describe('chatd - legacy C peers', () => {
   it('reads the command line up to the first NUL', () => {
@@ -17,8 +17,15 @@ describe('chatd - legacy C peers', () => {
 
   it('cuts an overlong reply at a character boundary and keeps the NUL', () => {
     const b = legacyReplyBody('가'.repeat(600)); // 1800 bytes of UTF-8
-    expect(b[LEGACY_MTEXT_BYTES - 1]).to.equal(0);
+    expect(b[LEGACY_TRAILER_AT - 1]).to.equal(0);
     const text = legacyRequestText(b);
-    expect(text).to.equal('가'.repeat(341));
+    expect(text).to.equal('가'.repeat(337)); // 1011 bytes: the last 12 of the mtext hold the send time
+  });
+
+  it('carries its send time after the NUL, where C peers do not read', () => {
+    const b = legacyReplyBody('nobody is not online.', 1_700_000_000_123);
+    expect(legacyReplyTime(b)).to.equal(1_700_000_000_123);
+    expect(legacyRequestText(b)).to.equal('nobody is not online.');
+    expect(legacyReplyTime(Buffer.alloc(LEGACY_MTEXT_BYTES))).to.equal(undefined);
   });
 });

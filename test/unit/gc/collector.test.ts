@@ -4,6 +4,7 @@ import { EMPTY, decodePayload, encodePayload } from '../../../src/cluster/messag
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
 import { shardFor } from '../../../src/cluster/shard-for';
 import { waitFor } from '../../helpers/wait';
+import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
 import { linesWith, makeRig, type Rig } from './gc-rig';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -103,10 +104,11 @@ describe('gc collector', function () {
     });
 
     it('hello - a restarted shard (new incarnation) replaces the old one without draining its mailbox', async () => {
-      rig = makeRig();
+      rig = makeRig({ timings: { tickMs: 60_000 } });
       const old = rig.shard(0, 1);
       await old.heartbeat('channeld', 0);
       await old.close();
+      rig.alive.delete(old.pid); // the old process is gone (the pid check has not run yet)
       const fresh = rig.shard(0, 2);
       await fresh.request(Kind.HELLO, encodePayload('hello', { shard: 0 }));
       const died = linesWith(rig.lines, 'process died');
@@ -295,10 +297,47 @@ describe('gc collector', function () {
       expect(rig.collector.table.get(s.mtype)).to.not.equal(undefined);
     });
 
-    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+    it('forged envelope - a new chatD incarnation claimed by one record of unknown kind purges nothing (defect 2)', async () => {
       rig = makeRig({ shards: 2 });
       const { shards, chatd } = await cluster(2);
-      await chatd.close(); // the old process is gone (its pid may linger: PM2 restarts fast)
+      // What the probe sent: gc's mtype, a header claiming a new incarnation of the live chatD,
+      // an unknown kind, an empty payload; as a request and as a one-way record.
+      for (const reqId of [0, 77]) {
+        const forged = encodeEnvelope({ from: chatd.mtype, fromIncarnation: chatd.incarnation + 1000 + reqId, toIncarnation: 0 }, [
+          { kind: 0x42, reqId, deadline: 0, payload: Buffer.alloc(0) },
+        ]);
+        expect(rig.queue.trySend(MTYPE_GC, forged)).to.equal(true);
+      }
+      // and records of known kinds, well-formed envelopes, but invalid payloads
+      const forgedHello = encodeEnvelope({ from: chatd.mtype, fromIncarnation: chatd.incarnation + 5, toIncarnation: 0 }, [
+        { kind: Kind.SESSION_END, reqId: 9, deadline: 0, payload: Buffer.from('garbage') },
+        { kind: Kind.HEARTBEAT, reqId: 10, deadline: 0, payload: Buffer.alloc(0) },
+      ]);
+      expect(rig.queue.trySend(MTYPE_GC, forgedHello)).to.equal(true);
+      await sleep(200);
+      expect(linesWith(rig.lines, 'process died'), 'no death from one unvalidated record').to.have.length(0);
+      for (const s of shards) expect(s.kinds(Kind.PURGE), 'no PURGE').to.have.length(0);
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation, 'the live chatD keeps its mtype').to.equal(chatd.incarnation);
+      expect(rig.collector.counters.deaths).to.equal(0);
+      // A validated heartbeat of a new incarnation while the old pid is alive is refused too (evidence first).
+      await chatd.close(); // its receiver stops (the pid stays alive): the reply goes to the impostor
+      const impostor = rig.chatd(0, chatd.incarnation + 9);
+      expect((await impostor.heartbeat('chatd', 0)).status).to.equal(Status.UNAVAILABLE);
+      expect(rig.collector.counters.deaths).to.equal(0);
+      // Once the old pid is gone (the evidence), the new incarnation takes over.
+      rig.alive.delete(chatd.pid);
+      await waitFor(() => rig.collector.counters.deaths === 1, 2000, 5, 'old chatD dead by pid');
+      expect((await impostor.heartbeat('chatd', 0)).status).to.equal(Status.OK);
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation).to.equal(impostor.incarnation);
+      await rig.collector.settled();
+      expect((rig.collector.counters as unknown as Record<string, number>).ignoredRecords, 'unknown kinds counted').to.equal(2);
+    });
+
+    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+      rig = makeRig({ shards: 2, timings: { tickMs: 60_000 } });
+      const { shards, chatd } = await cluster(2);
+      await chatd.close(); // the old process is gone; the pid check has not run yet
+      rig.alive.delete(chatd.pid);
       const fresh = rig.chatd(0, chatd.incarnation + 1);
       expect((await fresh.heartbeat('chatd', 0)).status).to.equal(Status.OK);
       const [report] = await rig.collector.settled();
@@ -379,25 +418,39 @@ describe('gc collector', function () {
       expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
     });
 
-    it('hygiene - legacy replies drained once the queue stays over half full', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 100 } });
-      const body = Buffer.alloc(1024, 0x41);
-      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, body)).to.equal(true);
+    it('legacy replies - over half full they are dropped at once, whatever their age (defect 5)', async () => {
+      rig = makeRig({ timings: { highWaterForMs: 60_000 } });
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`r${i}`))).to.equal(true);
       rig.queue.trySend(shardMtype(0) + 50, Buffer.from('someone else'));
-      await sleep(50);
-      expect(rig.queue.stat().messages).to.equal(11); // not yet: must stay full for highWaterForMs
-      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain');
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain by fill');
       expect(rig.queue.stat().messages).to.equal(1);
-      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
-      expect(line).to.have.length(1);
-      expect(line[0]).to.include({ legacyReplies: 10 });
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 10, byFill: true });
     });
 
-    it('hygiene - below half full nothing is drained', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 20 } });
-      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024));
-      await sleep(150);
-      expect(rig.queue.stat().messages).to.equal(3);
+    it('legacy replies - below half full: old ones expire by age, young ones stay, in order (defect 5)', async () => {
+      rig = makeRig({ timings: { legacyTtlMs: 1000 } });
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`old${i}`, now - 5000));
+      rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024)); // not a reply of ours: junk
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`new${i}`, now));
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 4, 2000, 5, 'old replies expired');
+      await sleep(100);
+      const left = rig.queue.take(MTYPE_LEGACY_REPLY, 100).map((b) => legacyRequestText(b));
+      expect(left).to.have.members(['new0', 'new1', 'new2']);
+    });
+
+    it('hygiene - vacant mailboxes drained once the queue stays over half full', async () => {
+      rig = makeRig({ shards: 1, timings: { highWaterForMs: 100 } });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      await s.close();
+      rig.alive.delete(s.pid);
+      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(s.mtype, Buffer.alloc(1000, 1))).to.equal(true);
+      await waitFor(() => rig.queue.stat().messages === 0, 3000, 5, 'vacant mailbox drain');
+      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
+      expect(line).to.have.length(1);
+      expect(line[0]).to.deep.include({ vacantMailboxes: { [s.mtype]: 10 } });
     });
   });
 });

@@ -73,6 +73,9 @@ export const testTimings: Partial<CollectorTimings> = {
   hygieneEveryMs: 20,
   highWater: 0.5,
   highWaterForMs: 100,
+  legacyEveryMs: 20,
+  legacyTtlMs: 2000,
+  legacyFill: 0.5,
 };
 
 export interface Rig {
@@ -102,6 +105,8 @@ export function makeRig(options: { shards?: number; deadAfterMs?: number; timing
     log,
     drain: (mtype) => queue.take(mtype, Number.MAX_SAFE_INTEGER).length,
     liveness: (pid) => alive.has(pid),
+    takeOne: (mtype) => queue.take(mtype, 1)[0] ?? null,
+    putBack: (mtype, body) => queue.trySend(mtype, body),
     timings: { ...testTimings, ...options.timings },
   });
   if (options.start ?? true) collector.start();

@@ -258,6 +258,7 @@ describe('ipc/endpoint over LocalTransport', function () {
     const { r, asker } = pair({ backlogMessages: 1 });
     const filler = Buffer.alloc(1000);
     while (r.rawSend(NOBODY, filler)); // the queue is full
+    while (r.rawSend(NOBODY, Buffer.alloc(1))); // to the last byte (backlogs are per destination: a small envelope would fit)
     r.transports[0]!.send(NOBODY, filler); // the asker's one backlog slot is taken
     const err = await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000), 'UNAVAILABLE');
     expect(err.cause).to.be.instanceOf(BacklogFullError);
