@@ -11,7 +11,8 @@ import { createInlineHandler, type InlineIo } from '../../../src/channeld/find-i
 import { ShardServer } from '../../../src/channeld/shard-server';
 import { Endpoint, REPLY_BIT, checkEnvelope, decodeEnvelope, encodeEnvelope, deadlineIn, newIncarnation } from '../../../src/ipc';
 import { SysvTransport, defaultSysvTransportOptions } from '../../../src/ipc/sysv/sysv-transport';
-import { chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
+import { MTYPE_GC, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
+import { encodePayload } from '../../../src/cluster/messages';
 import { join } from 'node:path';
 import { useQueues } from '../../helpers/queues';
 
@@ -180,6 +181,12 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
         receiver: { ...defaultSysvTransportOptions.receiver, inline: { module: join(__dirname, '../../../src/channeld/find-inline.js'), data: { replica: memory, shard: 0, shards: 1, mtype: shardMtype(0), incarnation: shardInc } } },
       }));
       const se = scope.track(new Endpoint(st, { mtype: shardMtype(0), incarnation: shardInc, maxBatchBytes: 4096 }));
+      // A collector stand-in for a fresh cluster: HELLO answered with "no chatD", so the shard goes live.
+      const gt = scope.track(new SysvTransport(q));
+      const gc = scope.track(new Endpoint(gt, { mtype: MTYPE_GC, incarnation: newIncarnation(), maxBatchBytes: 4096 }));
+      gc.start((rec, reply) => {
+        if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+      });
       const shard = new ShardServer(se, { shard: 0, shards: 1, recoveryMs: 50, log, replica });
       shard.start();
       await shard.whenLive();
