@@ -21,6 +21,8 @@ export interface Config {
   readonly maxConnections: number;
   readonly requestTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /** A client frame must be complete this long after its first byte arrived. */
+  readonly frameTimeoutMs: number;
   readonly ratePerSec: number;
   readonly rateBurst: number;
   readonly writeBufferBytes: number;
@@ -77,6 +79,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxConnections: raw.CHATD_MAX_CONNECTIONS as number,
     requestTimeoutMs: raw.CHATD_REQUEST_TIMEOUT_MS as number,
     idleTimeoutMs: raw.CHATD_IDLE_TIMEOUT_MS as number,
+    frameTimeoutMs: raw.CHATD_FRAME_TIMEOUT_MS as number,
     ratePerSec: raw.CHATD_RATE_PER_SEC as number,
     rateBurst: raw.CHATD_RATE_BURST as number,
     writeBufferBytes: raw.CHATD_WRITE_BUFFER_BYTES as number,

@@ -58,6 +58,9 @@ export class ChatdServer {
       rateBurst: config.rateBurst,
       writeBufferBytes: config.writeBufferBytes,
       maxInFlight: 1024,
+      frameTimeoutMs: config.frameTimeoutMs,
+      // Time enough for the slowest request (a whisper: a find, then a forward) to be answered.
+      replyGraceMs: config.requestTimeoutMs * 2 + 1000,
     };
     this.server = createServer({ noDelay: true }, (socket) => {
       if (this.connections.size >= config.maxConnections) {

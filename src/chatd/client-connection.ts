@@ -16,6 +16,13 @@ export interface ConnectionOptions {
   writeBufferBytes: number;
   /** Requests in flight past which reading pauses (backpressure instead of errors). */
   maxInFlight: number;
+  /** A frame whose first byte arrived must be complete within this (else TIMEOUT and close). */
+  frameTimeoutMs: number;
+  /**
+   * Longest wait, after a bad frame or a missed frame deadline, for the replies of the
+   * requests still in flight before the error push and the close go out regardless.
+   */
+  replyGraceMs: number;
 }
 
 export interface ConnectionHandler {
@@ -48,6 +55,13 @@ export class ClientConnection {
   private paused = false;
   /** end() or fail() was called: nothing more is written. */
   private closing = false;
+  /**
+   * Set by a protocol error (bad frame, missed frame deadline): nothing more is read, the
+   * requests in flight are answered, then this error is pushed and the connection closes.
+   */
+  private pendingFail: { code: ClientErrorCode; message: string } | undefined;
+  /** When the frame in progress must be complete (Date.now() ms); 0: no frame in progress. */
+  frameDeadline = 0;
 
   constructor(
     readonly socket: Socket,
@@ -140,6 +154,21 @@ export class ClientConnection {
     this.closeSoon();
   }
 
+  /**
+   * For protocol errors: stops reading at once, lets every request already read get its
+   * reply (at most replyGraceMs), then sends the error push and closes.
+   */
+  failAfterReplies(code: ClientErrorCode, message: string): void {
+    if (this.closed || this.closing || this.pendingFail) return;
+    this.disarmFrameDeadline();
+    if (this.inFlight === 0) return this.fail(code, message);
+    this.pendingFail = { code, message };
+    this.stopReading();
+    const t = setTimeout(() => this.fail(code, message), this.options.replyGraceMs);
+    t.unref();
+    this.socket.once('close', () => clearTimeout(t));
+  }
+
   /** Closes after what was written has gone out. */
   end(): void {
     if (this.closed || this.closing) return;
@@ -157,7 +186,8 @@ export class ClientConnection {
   /** Call after the request's reply is written. */
   requestDone(): void {
     this.inFlight--;
-    if (this.endAfterReply && this.inFlight === 0) this.end();
+    if (this.inFlight === 0 && this.pendingFail) this.fail(this.pendingFail.code, this.pendingFail.message);
+    else if (this.endAfterReply && this.inFlight === 0) this.end();
     else this.updateFlow();
   }
 
@@ -170,6 +200,7 @@ export class ClientConnection {
   }
 
   private stopReading(): void {
+    this.disarmFrameDeadline();
     this.socket.pause();
     this.socket.removeAllListeners('data');
   }
@@ -180,9 +211,13 @@ export class ClientConnection {
       frames = this.decoder.push(chunk);
     } catch (err) {
       const fe = err as FrameError;
-      for (const f of fe.decoded ?? []) this.handler.onFrame(this, f as Record<string, unknown>);
+      // What came before the bad frame is served, and answered before the close.
+      for (const f of fe.decoded ?? []) {
+        if (this.closed || this.closing) return;
+        this.handler.onFrame(this, f as Record<string, unknown>);
+      }
       this.log.debug({ conn: this.id, reason: fe.message }, 'bad frame; closing');
-      this.fail(ClientErrorCode.BAD_FRAME, fe.message);
+      this.failAfterReplies(ClientErrorCode.BAD_FRAME, fe.message);
       return;
     }
     for (const f of frames) {
@@ -190,25 +225,56 @@ export class ClientConnection {
       this.handler.onFrame(this, f as Record<string, unknown>);
     }
     // After a logout, what arrived with it is answered; nothing more is read.
-    if (this.endAfterReply) this.socket.pause();
+    if (this.endAfterReply) {
+      this.disarmFrameDeadline();
+      this.socket.pause();
+      return;
+    }
+    // The frame deadline runs from a frame's first byte to its last, and only while reading.
+    if (this.decoder.bufferedBytes === 0) this.disarmFrameDeadline();
+    else if (frames.length > 0 || this.frameDeadline === 0) this.armFrameDeadline();
+  }
+
+  private armFrameDeadline(): void {
+    if (this.paused || this.closing || this.closed) return;
+    this.frameDeadline = Date.now() + this.options.frameTimeoutMs;
+    watchFrameDeadline(this);
+  }
+
+  private disarmFrameDeadline(): void {
+    if (this.frameDeadline === 0) return;
+    this.frameDeadline = 0;
+    partialFrames.delete(this);
+  }
+
+  /** The frame deadline passed (from the module's sweep). */
+  frameTimedOut(): void {
+    this.frameDeadline = 0;
+    const ms = this.options.frameTimeoutMs;
+    this.log.debug({ conn: this.id, ms }, 'frame not completed in time; closing');
+    this.failAfterReplies(ClientErrorCode.TIMEOUT, `frame not completed within ${ms} ms; closing`);
   }
 
   private updateFlow(): void {
-    if (this.closed || this.closing || this.endAfterReply) return;
+    if (this.closed || this.closing || this.endAfterReply || this.pendingFail) return;
     // writableNeedDrain: the stream's own signal, and 'drain' is guaranteed to follow it.
     const behind = this.socket.writableNeedDrain || this.inFlight >= this.options.maxInFlight;
     if (behind && !this.paused) {
       this.paused = true;
       this.socket.pause();
+      // Not reading is chatD's choice here: the frame deadline does not run meanwhile.
+      this.disarmFrameDeadline();
     } else if (!behind && this.paused) {
       this.paused = false;
       this.socket.resume();
+      if (this.decoder.bufferedBytes > 0) this.armFrameDeadline();
     }
   }
 
   private onClosed(): void {
     if (this.closed) return;
     this.closed = true;
+    this.disarmFrameDeadline();
     this.handler.onClose(this);
   }
 }
@@ -217,6 +283,35 @@ const EMPTY_OUT = Buffer.alloc(0);
 const OUT_INITIAL = 4096;
 /** An output buffer grown past this (a burst of pushes) is given back after its flush. */
 const OUT_KEEP = 64 * 1024;
+
+/**
+ * Connections with a frame in progress, checked by one sweep timer that runs only while
+ * there are any (no timer per connection or per frame).
+ */
+const partialFrames = new Set<ClientConnection>();
+const FRAME_SWEEP_MS = 100;
+let frameSweep: NodeJS.Timeout | undefined;
+function watchFrameDeadline(c: ClientConnection): void {
+  partialFrames.add(c);
+  if (frameSweep === undefined) {
+    frameSweep = setInterval(sweepFrameDeadlines, FRAME_SWEEP_MS);
+    frameSweep.unref();
+  }
+}
+function sweepFrameDeadlines(): void {
+  const now = Date.now();
+  for (const c of partialFrames) {
+    if (c.frameDeadline === 0) partialFrames.delete(c);
+    else if (c.frameDeadline <= now) {
+      partialFrames.delete(c);
+      c.frameTimedOut();
+    }
+  }
+  if (partialFrames.size === 0 && frameSweep !== undefined) {
+    clearInterval(frameSweep);
+    frameSweep = undefined;
+  }
+}
 
 /** Connections with output waiting, flushed together once the current tick's work is done. */
 let dirty: ClientConnection[] = [];
