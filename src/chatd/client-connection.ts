@@ -105,6 +105,7 @@ export class ClientConnection {
   /** reply() for a reply already in JSON (one object, as JSON.stringify writes it). */
   replyJson(json: string): void {
     if (this.closed || this.closing) return;
+    this.hasReply = true;
     this.writeFrame(json);
   }
 
@@ -137,7 +138,7 @@ export class ClientConnection {
     if (this.closed || this.closing) return true;
     const w = this.socket.writableLength;
     if (w + this.outLen > this.options.writeBufferBytes) return true;
-    return w > 0 && totalUnsent > this.options.outputBudgetBytes;
+    return (w > 0 || this.outLen > PUSH_CARRY_BYTES) && totalUnsent + totalOut > this.options.outputBudgetBytes;
   }
 
   /**
@@ -153,6 +154,7 @@ export class ClientConnection {
     out.writeUInt32BE(n, this.outLen);
     if (this.outLen === 0) scheduleFlush(this);
     this.outLen += 4 + n;
+    totalOut += 4 + n;
   }
 
   private growOut(need: number): Buffer {
@@ -167,6 +169,8 @@ export class ClientConnection {
     const n = this.outLen;
     if (n === 0) return;
     this.outLen = 0;
+    this.hasReply = false;
+    totalOut -= n;
     if (this.closed) return;
     // A copy for the socket (it may hold the bytes until they are sent); the buffer is reused.
     this.socket.write(Buffer.from(this.out.subarray(0, n)), this.onWritten);
@@ -197,6 +201,8 @@ export class ClientConnection {
   }
   private out: Buffer = EMPTY_OUT;
   private outLen = 0;
+  /** The output buffer holds a reply (flushed every turn; push-only output may wait a turn). */
+  hasReply = false;
 
   /** Sends an error push and closes (PROTOCOL.md: `error` before a close). */
   fail(code: ClientErrorCode, message: string): void {
@@ -496,6 +502,7 @@ function serveReady(): void {
         } else ready = rest.concat(ready);
         turnDeadline = 0;
         ensureServeScheduled();
+        flushReplies();
         return;
       }
       const c = list[i]!;
@@ -505,6 +512,7 @@ function serveReady(): void {
   }
   // The next turn's I/O phase gets a budget of its own.
   turnDeadline = 0;
+  flushReplies();
 }
 
 /**
@@ -537,16 +545,54 @@ function sweepFrameDeadlines(): void {
 }
 
 /** Connections with output waiting, flushed together once the current tick's work is done. */
+/** Bytes in the output buffers of all connections (not yet handed to their sockets). */
+let totalOut = 0;
+/**
+ * Time per turn for writing connections whose output holds only pushes: past it they wait
+ * for the next turn (first in line then), so a channel message to thousands of members
+ * cannot make one turn long. Replies are written every turn.
+ */
+export const PUSH_FLUSH_BUDGET_MS = 4;
+/** Push-only output kept back a turn beyond this counts toward the output budget's shedding. */
+const PUSH_CARRY_BYTES = 16 * 1024;
+
 let dirty: ClientConnection[] = [];
 let spare: ClientConnection[] = [];
 function scheduleFlush(c: ClientConnection): void {
-  if (dirty.length === 0) process.nextTick(flushOutputs);
+  // setImmediate, not nextTick: what every callback of this turn's I/O phase wrote (the
+  // replies of several queue batches, a channel message from several talkers) goes out in
+  // one write per connection, at most once per turn (what serveReady writes goes out next turn).
+  if (dirty.length === 0) setImmediate(flushOutputs);
   dirty.push(c);
 }
+/**
+ * Writes, now, the connections whose output holds a reply (serveReady runs in the check
+ * phase, where a flush scheduled by setImmediate would wait a whole turn).
+ */
+function flushReplies(): void {
+  let kept = 0;
+  for (let i = 0; i < dirty.length; i++) {
+    const c = dirty[i]!;
+    if (c.hasReply || c.closed) c.flushOutput();
+    else dirty[kept++] = c;
+  }
+  dirty.length = kept;
+}
+
 function flushOutputs(): void {
   const list = dirty;
   dirty = spare;
-  for (let i = 0; i < list.length; i++) list[i]!.flushOutput();
+  const until = performance.now() + PUSH_FLUSH_BUDGET_MS;
+  let pushTime = true;
+  for (let i = 0; i < list.length; i++) {
+    const c = list[i]!;
+    if (c.hasReply || c.closed) c.flushOutput();
+    else if (pushTime) {
+      c.flushOutput();
+      if ((i & 15) === 15 && performance.now() >= until) pushTime = false;
+    } else dirty.push(c); // next turn; it is already scheduled (its buffer is not empty)
+  }
   list.length = 0;
   spare = list;
+  if (dirty.length > 0) setImmediate(flushOutputs);
 }
