@@ -140,4 +140,29 @@ describe('chatd front end - bad frames and frame deadlines', function () {
     await closedWithin(a, 8000);
     expectAllAnsweredThenError(a, reqs.map((r) => r.id as number), 'TIMEOUT');
   });
+
+  it('defect 10: a client that pipelines finds and never reads: its unsent replies stay bounded (reading paused), others unaffected', async () => {
+    const port = await start({ CHATD_RATE_PER_SEC: '1000000', CHATD_RATE_BURST: '1000000' });
+    const other = await client(port, 'Other');
+    const hog = await client(port, 'Hog');
+    hog.socket.pause(); // never reads again
+    const burst = Buffer.concat(Array.from({ length: 1000 }, (_, i) => frame({ op: 'find', id: i, name: `nobody${i % 50}` })));
+    const pump = (): void => {
+      while (!hog.isClosed && hog.socket.writableLength < 65536) hog.socket.write(burst);
+    };
+    hog.socket.on('drain', pump);
+    pump();
+    const conns = (chatd!.server as unknown as { connections: Set<{ socket: { writableLength: number }; session?: { name: string } }> }).connections;
+    let maxUnsent = 0;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 4000) {
+      expect((await other.request({ op: 'ping' }, 5000)).ok).to.equal(true);
+      for (const c of conns) if (c.session?.name === 'Hog') maxUnsent = Math.max(maxUnsent, c.socket.writableLength);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    console.log(`      largest unsent output to the non-reader: ${maxUnsent} bytes`);
+    // The stream's high-water mark plus the replies of at most 1024 finds in flight.
+    expect(maxUnsent).to.be.below(256 * 1024);
+    expect(hog.isClosed).to.equal(false);
+  });
 });
