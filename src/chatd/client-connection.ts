@@ -441,13 +441,17 @@ let totalUnsent = 0;
 export function totalUnsentBytes(): number {
   return totalUnsent;
 }
+/** Bytes in the output buffers of all connections, not yet handed to their sockets. */
+export function totalBufferedOutputBytes(): number {
+  return totalOut;
+}
 
 /**
  * How long chatD serves frames in one go before it polls I/O again (once for the
  * connections read in the I/O phase, once for those served from the lists below). Bounds
  * the wait of a client whose frame just arrived, whatever the others send.
  */
-export const TURN_BUDGET_MS = 5;
+export const TURN_BUDGET_MS = 2;
 
 /** performance.now() past which frame serving stops for this phase; 0: no phase open. */
 let turnDeadline = 0;
@@ -552,7 +556,7 @@ let totalOut = 0;
  * for the next turn (first in line then), so a channel message to thousands of members
  * cannot make one turn long. Replies are written every turn.
  */
-export const PUSH_FLUSH_BUDGET_MS = 4;
+export const PUSH_FLUSH_BUDGET_MS = 2;
 /** Push-only output kept back a turn beyond this counts toward the output budget's shedding. */
 const PUSH_CARRY_BYTES = 16 * 1024;
 
