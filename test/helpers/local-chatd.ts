@@ -4,7 +4,9 @@ import { ShardServer } from '../../src/channeld/shard-server';
 import { loadConfig, type Config } from '../../src/config';
 import { Endpoint } from '../../src/ipc/endpoint';
 import { LocalQueue, LocalTransport } from '../../src/ipc/local/local-transport';
-import { chatdMtype, shardMtype } from '../../src/ipc/mtypes';
+import { MTYPE_GC, chatdMtype, shardMtype } from '../../src/ipc/mtypes';
+import { Kind, Status } from '../../src/cluster/kinds';
+import { encodePayload } from '../../src/cluster/messages';
 
 /**
  * One chatD with its real TCP server and `shards` in-process shards over the local transport
@@ -27,6 +29,14 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     closers.push(() => t.close());
     return t;
   };
+  // A stand-in collector for a cluster's first start: HELLO answered with "no chatD yet", so
+  // the fresh shards go live (a shard never goes live on a timer).
+  const gt = transport();
+  const gc = new Endpoint(gt, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
+  gc.start((rec, reply) => {
+    if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+  });
+  closers.push(() => gc.close());
   const shards: ShardServer[] = [];
   for (let i = 0; i < config.shards; i++) {
     const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
