@@ -43,8 +43,8 @@ export interface InlineHandler {
 const FIND = Kind.FIND;
 const FIND_REPLY = Kind.FIND | REPLY_BIT;
 const WRAP = 0x1_0000_0000;
-/** A reply envelope that meets a full queue is retried this long at most (then dropped: the asker times out). */
-const SEND_RETRY_MS = 200;
+/** A reply envelope whose records carry no deadline is retried this long at most on a full queue. */
+const SEND_RETRY_MS = 5000;
 
 export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineHandler {
   const reader = new ReplicaReader(data.replica);
@@ -54,16 +54,23 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
   const out = Buffer.alloc(8 + max);
   const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
-  function send(to: number, bytes: number, count: number): void {
+  /**
+   * Sends the reply envelope in `out`. On a full queue it waits and retries (the thread does
+   * not receive meanwhile: backpressure) until the last deadline among its records, past which
+   * its asker has given up; only then is it dropped and counted.
+   */
+  function send(to: number, bytes: number, count: number, lastDeadline: number): void {
     out.writeUInt32LE(to % WRAP, 0);
     out.writeUInt32LE(Math.floor(to / WRAP), 4);
     out.writeUInt16LE(count, 8 + 4);
-    const giveUp = Date.now() + SEND_RETRY_MS;
+    const noDeadline = Date.now() + SEND_RETRY_MS;
     for (;;) {
       if (io.msgsnd(to, out, bytes) === 0) return;
       const e = io.errno();
       if (e === io.EINTR) continue;
-      if (e !== io.EAGAIN || Date.now() >= giveUp) {
+      const now = Date.now();
+      const expired = lastDeadline === 0 ? now >= noDeadline : ((lastDeadline - (now % WRAP)) | 0) < 0;
+      if (e !== io.EAGAIN || expired) {
         reader.count(R_SEND_FAILED, count);
         return;
       }
@@ -100,6 +107,8 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
       let n = 0;
       let finds = 0;
       let sentAny = false;
+      let last = 0; // the latest deadline among the records of the reply being built
+      let undated = false; // one of them has none
       at = start + HEADER_BYTES;
       for (let i = 0; i < count; i++) {
         const len = buf.readUInt16LE(at + 2);
@@ -113,10 +122,12 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
         }
         // Room for the largest reply record, else send what we have and go on in a new one.
         if (w + RECORD_HEADER_BYTES + FIND_REPLY_FIXED + MAX_KEY_BYTES > 8 + max) {
-          send(from, w - 8, n);
+          send(from, w - 8, n, undated ? 0 : last);
           sentAny = true;
           w = 8 + HEADER_BYTES;
           n = 0;
+          last = 0;
+          undated = false;
         }
         let status: number = Status.OK;
         let payload = 0;
@@ -145,6 +156,8 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
             }
           }
         }
+        if (deadline === 0) undated = true;
+        else if (last === 0 || ((deadline - last) | 0) > 0) last = deadline;
         out[w] = FIND_REPLY;
         out[w + 1] = status;
         out.writeUInt16LE(payload, w + 2);
@@ -154,7 +167,7 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
         n++;
         finds++;
       }
-      if (n > 0) send(from, w - 8, n);
+      if (n > 0) send(from, w - 8, n, undated ? 0 : last);
       reader.count(R_FINDS, finds);
       reader.count(R_ENVELOPES);
       return true;

@@ -61,9 +61,11 @@ export interface EndpointOptions {
   /** How often pending requests are checked for timeouts. */
   timeoutSweepMs?: number;
   /**
-   * Flow control: request bytes (12-byte record headers + payloads) that may be in flight to
-   * one destination mtype; further requests wait in the endpoint, encoded, and go out as
-   * replies or timeouts come back. Default 3/4 of the queue's capacity (12 KiB of 16 KiB).
+   * Flow control: request bytes (12-byte record headers + payloads) that may be in flight,
+   * shared evenly among the destination mtypes that have requests in flight (one destination
+   * alone gets it all; a share never drops below 1 KiB); further requests wait in the
+   * endpoint, encoded, and go out as replies or timeouts come back. Default 3/4 of the
+   * queue's capacity (12 KiB of 16 KiB).
    * Requests and replies share the queue: a requester that fills it leaves no room for the
    * replies it waits for. Infinity turns flow control off.
    */
@@ -146,6 +148,8 @@ const WRAP = 0x1_0000_0000;
  * request's deadline and are dropped once it has passed, so a reply that is very late
  * (a stopped process resumed) can never be taken for another request's answer.
  */
+/** A destination's share of the in-flight budget never drops below this. */
+const MIN_BUDGET = 1024;
 const SLOT_BITS = 20;
 const SLOT_SPAN = 1 << SLOT_BITS;
 const SLOT_MASK = SLOT_SPAN - 1;
@@ -184,6 +188,8 @@ export class Endpoint {
   private readonly flushNow = (): void => this.flush();
   private readonly credits = new Map<number, Credit>();
   private readonly maxInFlight: number;
+  /** Destinations with request bytes in flight (they share maxInFlight). */
+  private busyDestinations = 0;
   private readonly maxEnvelopes: number;
 
   // The slot table (see SLOT_BITS).
@@ -294,7 +300,7 @@ export class Endpoint {
       credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), nextEnvelope: 1 };
       this.credits.set(to, credit);
     }
-    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
+    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.budget()) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
       // No credit: wait here, encoded (the caller may reuse its payload buffer).
       const need = WAIT_PREFIX + size;
       if (credit.tail + need > credit.arena.length) {
@@ -313,7 +319,7 @@ export class Endpoint {
       credit.tail = at + need;
       return;
     }
-    credit.inFlight += size;
+    this.addInFlight(credit, size);
     this.slotSent[slot] = 1;
     const b = this.requestBatch(credit, to, toIncarnation, size, slot);
     writeRecordHeader(b.buf, b.bytes, kind, 0, len, reqId, deadline);
@@ -321,6 +327,21 @@ export class Endpoint {
     b.bytes += size;
     b.count++;
     b.reqIds.push(reqId);
+  }
+
+  /**
+   * Request bytes one destination may have in flight: maxInFlightBytes shared among the
+   * destinations that have requests in flight (the queue is one, however many shards there
+   * are: eight destinations of 12 KiB each would fill a 16 KiB queue with requests and leave
+   * no room for their replies).
+   */
+  private budget(): number {
+    return this.busyDestinations > 1 ? Math.max(this.maxInFlight / this.busyDestinations, MIN_BUDGET) : this.maxInFlight;
+  }
+
+  private addInFlight(credit: Credit, size: number): void {
+    if (credit.inFlight === 0) this.busyDestinations++;
+    credit.inFlight += size;
   }
 
   /** May a request of `size` bytes join an envelope to `to` now (adaptive batching)? */
@@ -416,7 +437,10 @@ export class Endpoint {
   private release(to: number, bytes: number, envelope: number): void {
     const credit = this.credits.get(to);
     if (!credit) return;
-    credit.inFlight -= bytes;
+    if (bytes > 0) {
+      credit.inFlight -= bytes;
+      if (credit.inFlight === 0) this.busyDestinations--;
+    }
     if (envelope !== 0) {
       const left = credit.unanswered.get(envelope)! - 1;
       if (left > 0) credit.unanswered.set(envelope, left);
@@ -438,10 +462,10 @@ export class Endpoint {
         continue;
       }
       const toIncarnation = a.readUInt32LE(at);
-      if (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) break;
+      if (credit.inFlight > 0 && credit.inFlight + size > this.budget()) break;
       if (!this.envelopeRoom(credit, to, toIncarnation, size)) break;
       credit.head = next;
-      credit.inFlight += size;
+      this.addInFlight(credit, size);
       this.slotSent[slot] = 1;
       const b = this.requestBatch(credit, to, toIncarnation, size, slot);
       a.copy(b.buf, b.bytes, at + WAIT_PREFIX, next);

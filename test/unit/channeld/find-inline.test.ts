@@ -6,7 +6,7 @@ import { normalizeName } from '../../../src/cluster/names';
 import { isKeyBytes, readFindReply, readKey } from '../../../src/cluster/records';
 import { fnv1a32, shardFor } from '../../../src/cluster/shard-for';
 import { Directory } from '../../../src/channeld/directory';
-import { R_FINDS, ReplicaReader, ReplicaWriter, createReplicaMemory } from '../../../src/channeld/directory-replica';
+import { R_FINDS, R_SEND_FAILED, ReplicaReader, ReplicaWriter, createReplicaMemory } from '../../../src/channeld/directory-replica';
 import { createInlineHandler, type InlineIo } from '../../../src/channeld/find-inline';
 import { ShardServer } from '../../../src/channeld/shard-server';
 import { Endpoint, REPLY_BIT, checkEnvelope, decodeEnvelope, encodeEnvelope, deadlineIn, newIncarnation } from '../../../src/ipc';
@@ -72,7 +72,7 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     expect(look('full0')).to.equal(-2);
   });
 
-  function handlerRig(shards = 1) {
+  function handlerRig(shards = 1, full: () => boolean = () => false) {
     const memory = createReplicaMemory(256);
     const w = new ReplicaWriter(memory);
     const d = new Directory(w);
@@ -80,11 +80,12 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     const io: InlineIo = {
       maxMessageBytes: 8192,
       msgsnd: (mtype, buf, textBytes) => {
+        if (full()) return -1;
         sent.push({ mtype, body: Buffer.from(buf.subarray(8, 8 + textBytes)) });
         expect(buf.readUInt32LE(0)).to.equal(mtype);
         return 0;
       },
-      errno: () => 0,
+      errno: () => 11,
       EAGAIN: 11,
       EINTR: 4,
     };
@@ -148,6 +149,19 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     expect(handle(findEnvelope([other]))).to.equal(true);
     const r = decodeEnvelope(sent[0]!.body);
     expect(r.ok && r.records[0]!.status).to.equal(Status.BAD_REQUEST);
+  });
+
+  it('inline handler - a full queue: the reply is retried until it fits, and dropped (counted) only once its deadline has passed', () => {
+    let fullFor = 5;
+    const rig = handlerRig(1, () => fullFor-- > 0);
+    rig.w.setLive(true);
+    expect(rig.handle(findEnvelope(['zed']))).to.equal(true);
+    expect(rig.sent, 'sent after five EAGAINs').to.have.length(1);
+    fullFor = Infinity;
+    const t0 = Date.now();
+    expect(rig.handle(findEnvelope(['zed'], { deadline: deadlineIn(60) }))).to.equal(true);
+    expect(Date.now() - t0, 'gave up at the deadline').to.be.within(40, 1000);
+    expect(Atomics.load(rig.w.views.control, R_SEND_FAILED)).to.equal(1);
   });
 
   it('inline handler - a big envelope of hits is answered in several reply envelopes that fit msgmax', () => {
