@@ -59,17 +59,33 @@ export function describeMtype(mtype: number): string {
   }
 }
 
+/**
+ * Ends a tool. With `hard`, libc's _exit: process.exit() would join the receiver threads, and
+ * one blocked in msgrcv on a queue full by message count cannot be woken (its wake-up message
+ * does not fit), so the tool would hang. stdout and stderr are synchronous for files, pipes
+ * and terminals on Linux, so nothing written is lost.
+ */
+function exitTool(code: number, hard: boolean): never {
+  if (hard) {
+    // Loaded here: only tools that started receivers need it.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    (require('../src/ipc/sysv/libc') as typeof import('../src/ipc/sysv/libc')).sysExit(code);
+  }
+  return process.exit(code);
+}
+
 /** Runs a tool's main: prints a ToolError's message on stderr and exits with its code. */
-export function runTool(name: string, main: () => Promise<number>): void {
+export function runTool(name: string, main: () => Promise<number>, options: { hardExit?: boolean } = {}): void {
+  const hard = options.hardExit ?? false;
   main().then(
-    (code) => process.exit(code),
+    (code) => exitTool(code, hard),
     (err: unknown) => {
       if (err instanceof ToolError) {
         process.stderr.write(`${name}: ${err.message}\n`);
-        process.exit(err.exitCode);
+        exitTool(err.exitCode, hard);
       }
       process.stderr.write(`${name}: ${(err as Error)?.stack ?? String(err)}\n`);
-      process.exit(EXIT.PROBLEM);
+      exitTool(EXIT.PROBLEM, hard);
     },
   );
 }

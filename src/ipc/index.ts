@@ -7,3 +7,4 @@ export { SendBacklog } from './send-backlog';
 export { LocalQueue, LocalTransport } from './local/local-transport';
 export { SysvQueue, readKernelLimit } from './sysv/sysv-queue';
 export { SysvTransport, defaultSysvTransportOptions } from './sysv/sysv-transport';
+export * from './queue-fill';

@@ -33,6 +33,12 @@ export const msgrcv = libc.func('intptr_t msgrcv(int msqid, void *msgp, size_t m
 export const msgctl = libc.func('int msgctl(int msqid, int cmd, void *buf)') as (id: number, cmd: number, buf: Buffer | null) => number;
 
 export const errno = (): number => koffi.errno();
+/**
+ * Ends the process at once. process.exit() joins worker threads, and a receiver thread blocked
+ * in msgrcv cannot be joined until a message comes: on a queue full by message count its
+ * wake-up cannot be sent, so a tool would hang at exit. Tools call this after their output.
+ */
+export const sysExit = libc.func('void _exit(int status)') as (status: number) => void;
 
 export const IPC_PRIVATE = 0;
 export const IPC_CREAT = 0o1000;
