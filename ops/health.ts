@@ -140,7 +140,7 @@ async function main(argv: readonly string[]): Promise<number> {
     queue = openExisting(config);
   } catch (err) {
     if (!(err instanceof ToolError)) throw err;
-    problems.push(`queue missing: ${err.message}`);
+    problems.push(err.message.startsWith('refusing queue') ? `queue refused: ${err.message}` : `queue missing: ${err.message}`);
   }
   if (queue) {
     const s = queue.stat();

@@ -2,6 +2,7 @@ import { ConfigError } from '../src/errors';
 import { loadConfig, type Config } from '../src/config';
 import { IpcError } from '../src/ipc/ipc-error';
 import { ownerOf } from '../src/ipc/mtypes';
+import { QueueTrustError } from '../src/ipc/sysv/queue-trust';
 import { SysvQueue } from '../src/ipc/sysv/sysv-queue';
 
 /** Exit codes shared by the operator tools. */
@@ -33,8 +34,10 @@ export function toolConfig(env: NodeJS.ProcessEnv = process.env): Config {
 /** Opens the cluster's queue without creating it. Missing: ToolError (exit 1) saying so. */
 export function openExisting(config: Config): SysvQueue {
   try {
-    return SysvQueue.open({ key: config.mqKey, create: false });
+    return SysvQueue.open({ key: config.mqKey, create: false, trustedUids: config.mqTrustedUids });
   } catch (err) {
+    // A squatted queue (untrusted owner or creator, or world-accessible): its message names the fix.
+    if (err instanceof QueueTrustError) throw new ToolError(err.message, EXIT.PROBLEM);
     const code = (err as IpcError).code;
     if (code === 'ENOENT') {
       throw new ToolError(`no queue for MQ_KEY=${config.mqKey} (key ${hexKey(config.mqKey)}): the cluster is not running, or uses another MQ_KEY`, EXIT.PROBLEM);

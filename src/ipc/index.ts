@@ -8,3 +8,4 @@ export { LocalQueue, LocalTransport } from './local/local-transport';
 export { SysvQueue, readKernelLimit } from './sysv/sysv-queue';
 export { SysvTransport, defaultSysvTransportOptions } from './sysv/sysv-transport';
 export * from './queue-fill';
+export { QueueTrustError, checkQueueTrust, trustProblems, trustedUids, type QueuePerms } from './sysv/queue-trust';
