@@ -3,10 +3,11 @@ import { EMPTY, decodePayload, encodePayload, type HeartbeatPayload } from '../c
 import type { Config } from '../config';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { msLeft, type InboundRecord } from '../ipc/envelope';
-import { MTYPE_GC, MTYPE_LEGACY_REPLY, chatdMtype, shardMtype } from '../ipc/mtypes';
+import { MTYPE_GC, chatdMtype, shardMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
 import { shardFor } from '../cluster/shard-for';
 import { ProcessTable, trackedRoleOf, type Death, type SightingResult } from './process-table';
+import { QueueHygiene, type HygieneQueue, type HygieneTimings } from './queue-hygiene';
 
 /** Timings of the collector; defaults derive from the configuration (docs/gc.md). */
 export interface CollectorTimings {
@@ -31,7 +32,7 @@ export interface CollectorTimings {
   stallMs: number;
   /** Queue hygiene: how often the queue is looked at. */
   hygieneEveryMs: number;
-  /** Queue hygiene: fill ratio (bytes / capacity) above which the queue counts as full. */
+  /** Queue hygiene: fill ratio (max of bytes and message count over msg_qbytes) above which the queue counts as full. */
   highWater: number;
   /** Queue hygiene: how long the queue must stay above highWater before legacy replies are drained. */
   highWaterForMs: number;
@@ -62,6 +63,13 @@ export interface CollectorOptions {
   liveness: (pid: number) => boolean;
   timings?: Partial<CollectorTimings>;
   now?: () => number;
+  /**
+   * The queue for hygiene (gc: the SysvQueue, which can peek with MSG_COPY). Absent: the
+   * transport's stat and `drain`, without peeking (queue-hygiene.ts says what that misses).
+   */
+  hygieneQueue?: HygieneQueue;
+  /** Hygiene timings beyond those of CollectorTimings (junk age, legacy reply age, bounds). */
+  hygiene?: Partial<HygieneTimings>;
 }
 
 /** What a supervisor (PM2) told us: an app instance exited or is being stopped. */
@@ -141,8 +149,8 @@ export class Collector {
   private readonly startedAt: number;
   private timer: NodeJS.Timeout | undefined;
   private lastTick = 0;
-  private lastHygiene = 0;
-  private fullSince: number | undefined;
+  /** Takes off the queue what no live process reads (queue-hygiene.ts). */
+  readonly hygiene: QueueHygiene;
   private stopped = false;
   private readonly cleanups = new Set<Promise<CleanupReport>>();
   private readonly warned = new Set<string>();
@@ -155,13 +163,31 @@ export class Collector {
     this.timings = { ...defaultTimings(options.config), ...options.timings };
     this.table = new ProcessTable({ deadAfterMs: options.config.deadAfterMs });
     this.startedAt = this.now();
+    const t = this.timings;
+    const hq: HygieneQueue = options.hygieneQueue ?? {
+      stat: () => this.endpoint.transport.stat(),
+      take: (mtype) => options.drain(mtype),
+    };
+    this.hygiene = new QueueHygiene(
+      hq,
+      {
+        warming: () => this.warming,
+        shards: this.shards,
+        isLive: (mtype) => this.table.get(mtype) !== undefined,
+        isVacant: (mtype) => this.table.vacancy(mtype) !== undefined,
+        anyChatdLive: () => this.table.liveChatds().length > 0,
+        pidAlive: (pid) => options.liveness(pid),
+      },
+      this.log,
+      { everyMs: t.hygieneEveryMs, highWater: t.highWater, highWaterForMs: t.highWaterForMs, fillEveryMs: Math.max(t.tickMs, 250), ...options.hygiene },
+      this.startedAt,
+    );
   }
 
   /** Starts serving the collector's mtype and the periodic checks. */
   start(): void {
     this.endpoint.start((rec, reply) => this.onRecord(rec, reply));
     this.lastTick = this.now();
-    this.lastHygiene = this.lastTick;
     this.timer = setInterval(() => this.tick(), this.timings.tickMs);
     this.timer.unref();
   }
@@ -212,10 +238,8 @@ export class Collector {
     this.lastTick = now;
     for (const d of this.table.checkPids(this.options.liveness, now)) this.onDeath(d);
     for (const d of this.table.checkSilence(now)) this.onDeath(d);
-    if (now - this.lastHygiene >= this.timings.hygieneEveryMs) {
-      this.lastHygiene = now;
-      this.hygiene(now);
-    }
+    // Due sweeps, and at once when the queue is over high water (by bytes or by count).
+    this.hygieneCheck(now);
   }
 
   /** The collector's status: counters, process table, queue figures. */
@@ -245,6 +269,7 @@ export class Collector {
       vacant: this.table.vacantMtypes(),
       cleanupsInProgress: this.cleanups.size,
       queue,
+      hygiene: { ...this.hygiene.counters, byClass: { ...this.hygiene.counters.byClass } },
       transport: this.endpoint.transport.counters(),
       endpoint: { ...this.endpoint.counters, pending: this.endpoint.pendingRequests },
     };
@@ -502,34 +527,16 @@ export class Collector {
 
   // ---- queue hygiene ----
 
-  private hygiene(now: number): void {
-    let stat;
+  private hygieneCheck(now: number): void {
+    const before = this.hygiene.counters.drained;
+    const legacyBefore = this.hygiene.counters.byClass.legacyReply;
     try {
-      stat = this.endpoint.transport.stat();
-    } catch {
-      return; // the queue is gone; the receiver's end tells main
+      this.hygiene.check(now);
+    } catch (err) {
+      this.log.warn({ err }, 'queue hygiene failed');
     }
-    const full = stat.capacity > 0 && stat.bytes / stat.capacity > this.timings.highWater;
-    if (!full) {
-      this.fullSince = undefined;
-      return;
-    }
-    this.fullSince ??= now;
-    if (now - this.fullSince < this.timings.highWaterForMs) return;
-    this.fullSince = now; // the next drain needs another full window
-    // Nobody in the cluster reads legacy replies; with no C peer reading them they pile up.
-    const legacy = this.drain(MTYPE_LEGACY_REPLY);
-    this.counters.legacyRepliesDrained += legacy;
-    // Mailboxes of dead processes that nobody took over fill up with requests nobody will answer.
-    const vacant: Record<number, number> = {};
-    for (const mtype of this.table.vacantMtypes()) {
-      const n = this.drain(mtype);
-      if (n > 0) vacant[mtype] = n;
-    }
-    const drainedAny = legacy > 0 || Object.keys(vacant).length > 0;
-    const fields = { legacyReplies: legacy, vacantMailboxes: vacant, bytes: stat.bytes, capacity: stat.capacity };
-    if (drainedAny) this.log.info(fields, 'queue over high water: drained messages nobody reads');
-    else this.log.debug(fields, 'queue over high water: nothing of ours to drain');
+    this.counters.drainedMessages += this.hygiene.counters.drained - before;
+    this.counters.legacyRepliesDrained += this.hygiene.counters.byClass.legacyReply - legacyBefore;
   }
 
   private warnOnce(key: string, fields: Record<string, unknown>, msg: string): void {

@@ -50,6 +50,8 @@ function main(): void {
     log: log.child({ component: 'collector' }),
     drain: (mtype) => drainQueue(queue, mtype),
     liveness: pidAlive,
+    // Hygiene peeks at the queue's head (MSG_COPY) to find mtypes nobody reads.
+    hygieneQueue: { stat: () => queue.stat(), peek: (i) => queue.peek(i), take: (mtype, max) => drainQueue(queue, mtype, max) },
   });
   log.info({ config, timings: collector.timings, queueId: queue.id, msgmax: queue.maxMessageBytes, mtype: MTYPE_GC, incarnation }, 'starting');
   collector.start();

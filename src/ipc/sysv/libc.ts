@@ -45,6 +45,10 @@ export const IPC_CREAT = 0o1000;
 export const IPC_EXCL = 0o2000;
 export const IPC_NOWAIT = 0o4000;
 export const MSG_NOERROR = 0o10000;
+/** Linux: msgtyp is a position in the queue, and the message is copied, not taken (needs IPC_NOWAIT). */
+export const MSG_COPY = 0o40000;
+/** Linux: the first message whose type is NOT msgtyp. */
+export const MSG_EXCEPT = 0o20000;
 export const IPC_RMID = 0;
 export const IPC_SET = 1;
 export const IPC_STAT = 2;
@@ -92,3 +96,4 @@ export const EACCES = errnoValue('EACCES');
 export const EPERM = errnoValue('EPERM');
 export const ENOENT = errnoValue('ENOENT');
 export const EEXIST = errnoValue('EEXIST');
+export const ENOSYS = errnoValue('ENOSYS');

@@ -137,6 +137,28 @@ export class SysvQueue {
     };
   }
 
+  /**
+   * The message at position `index` (0: the oldest) WITHOUT taking it: msgrcv with MSG_COPY
+   * (Linux 3.8+, CONFIG_CHECKPOINT_RESTORE). Returns null past the end of the queue.
+   * @throws IpcError ENOSYS when the kernel cannot copy messages.
+   * Each call walks the queue up to `index` under the queue's lock: keep `index` small.
+   */
+  peek(index: number): { mtype: number; body: Buffer } | null {
+    if (!(Number.isSafeInteger(index) && index >= 0)) throw new IpcError('EINVAL', `peek position ${index} must be a non-negative integer`, 'msgrcv');
+    for (;;) {
+      // The whole msgmax: MSG_COPY fails (EINVAL) rather than truncate a larger message.
+      const n = c.msgrcv(this.id, this.recvBuf, this.maxMessageBytes, index, c.IPC_NOWAIT | c.MSG_COPY | c.MSG_NOERROR);
+      if (n >= 0) {
+        const mtype = Number(this.recvBuf.readBigInt64LE(0));
+        return { mtype, body: Buffer.from(this.recvBuf.subarray(c.MTYPE_BYTES, c.MTYPE_BYTES + n)) };
+      }
+      const e = c.errno();
+      if (e === c.ENOMSG) return null;
+      if (e === c.EINTR) continue;
+      throw sysvError('msgrcv(MSG_COPY)', e);
+    }
+  }
+
   stat(): QueueStat & { lastChange: number } {
     const ds = Buffer.alloc(c.MsqidDs.size);
     if (c.msgctl(this.id, c.IPC_STAT, ds) !== 0) throw sysvError('msgctl(IPC_STAT)', c.errno());

@@ -379,18 +379,19 @@ describe('gc collector', function () {
       expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
     });
 
-    it('hygiene - legacy replies drained once the queue stays over half full', async () => {
+    it('hygiene - legacy replies drained once the queue stays over half full; out-of-plan junk at once', async () => {
       rig = makeRig({ timings: { highWaterForMs: 100 } });
       const body = Buffer.alloc(1024, 0x41);
       for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, body)).to.equal(true);
+      // Shard 50 of 2: nobody's mailbox. Over high water it goes at once.
       rig.queue.trySend(shardMtype(0) + 50, Buffer.from('someone else'));
       await sleep(50);
-      expect(rig.queue.stat().messages).to.equal(11); // not yet: must stay full for highWaterForMs
+      expect(rig.queue.stat().messages).to.equal(10); // legacy replies not yet: the queue must stay full for highWaterForMs
       await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain');
-      expect(rig.queue.stat().messages).to.equal(1);
-      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
-      expect(line).to.have.length(1);
-      expect(line[0]).to.include({ legacyReplies: 10 });
+      expect(rig.queue.stat().messages).to.equal(0);
+      const lines = linesWith(rig.lines, 'queue hygiene: drained messages nobody reads');
+      expect(lines.map((l) => l.byClass)).to.deep.equal([{ outOfPlan: 1 }, { legacyReply: 10 }]);
+      expect(lines[1]).to.include({ reason: 'fill' });
     });
 
     it('hygiene - below half full nothing is drained', async () => {
