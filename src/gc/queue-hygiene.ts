@@ -19,7 +19,10 @@ import type { Logger } from '../log';
  * When: a sweep every `everyMs` takes unowned messages that have stayed unowned for
  * `junkAgeMs`; as soon as the queue is over `highWater` (by bytes OR by message count: Linux
  * admits at most msg_qbytes messages) a sweep runs at once, every `fillEveryMs` while it
- * stays there, and takes unowned messages whatever their age.
+ * stays there, and takes unowned messages whatever their age. Except the mailbox of a shard
+ * or chatD of the plan that the table has not seen (`unseenProcess`): on a full queue a live
+ * process's heartbeats can wait in its send backlog, so a collector that just started may not
+ * know it yet. Those go by age only.
  *
  * How: `peek(i)` reads the message at position i without taking it (msgrcv with MSG_COPY,
  * Linux 3.8+ with CONFIG_CHECKPOINT_RESTORE). Junk nobody reads drifts to the head of the
@@ -268,7 +271,7 @@ export class QueueHygiene {
       seenUnowned.add(m.mtype);
       const since = this.unownedSince.get(m.mtype) ?? now;
       this.unownedSince.set(m.mtype, since);
-      if (overFill || now - since >= this.timings.junkAgeMs) {
+      if ((overFill && o.cls !== 'unseenProcess') || now - since >= this.timings.junkAgeMs) {
         // The message at `index` is gone now (unless a racing reader took it): look there again.
         if (take(m.mtype, o.cls) === 0) index++;
       } else {
@@ -305,7 +308,7 @@ export class QueueHygiene {
       unowned.add(mtype);
       const since = this.unownedSince.get(mtype) ?? now;
       this.unownedSince.set(mtype, since);
-      if (overFill || now - since >= this.timings.junkAgeMs) take(mtype, o.cls);
+      if ((overFill && o.cls !== 'unseenProcess') || now - since >= this.timings.junkAgeMs) take(mtype, o.cls);
     }
     for (const mtype of this.unownedSince.keys()) if (!unowned.has(mtype)) this.unownedSince.delete(mtype);
   }
