@@ -147,6 +147,19 @@ describe('gc queue hygiene on a real queue (issue 7, defect 8; fill by count)', 
     expect(line.byClass).to.deep.equal({ unknownMtype: cap });
   });
 
+  it('over high water: a plan mailbox the table has not seen (unseenProcess) waits for its age; other junk goes at once', async () => {
+    const q = scope.create();
+    const cap = q.stat().capacity;
+    for (let i = 0; i < 3; i++) q.trySend(chatdMtype(3), Buffer.from('reply to a chatD gc has not heard from yet'));
+    while (q.stat().bytes + 1024 <= cap * 0.7) q.trySend(4242, Buffer.alloc(1024));
+    const { collector, lines } = gcOn(q, { junkAgeMs: 60_000, legacyReplyMaxAgeMs: 60_000 });
+    collector.start();
+    await waitFor(() => q.stat().messages === 3, 3000, 10, 'junk drained by fill');
+    await sleep(600); // more fill sweeps would have run, were the queue still over high water
+    expect(census(q)).to.deep.equal({ [chatdMtype(3)]: 3 });
+    expect(linesWith(lines, DRAINED).map((l) => Object.keys(l.byClass as object))).to.deep.equal([['unknownMtype']]);
+  });
+
   it('over high water by bytes: legacy replies only after highWaterForMs, and then only mtype 2', async () => {
     const q = scope.create();
     const cap = q.stat().capacity;
