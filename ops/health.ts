@@ -7,7 +7,7 @@ import { MTYPE_GC, chatdMtype, shardMtype, toolMtype } from '../src/ipc/mtypes';
 import { queueFill } from '../src/ipc/queue-fill';
 import type { SysvQueue } from '../src/ipc/sysv/sysv-queue';
 import { SysvTransport, defaultSysvTransportOptions } from '../src/ipc/sysv/sysv-transport';
-import { connectPm2, pm2Home } from '../src/gc/pm2-client';
+import { connectPm2, pm2Home } from '../src/runtime/pm2-client';
 import { APP_NAMES } from '../src/gc/pm2-watch';
 import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './tool-common';
 

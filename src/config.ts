@@ -29,6 +29,8 @@ export interface Config {
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   readonly shardRecoveryMs: number;
+  /** Entries a shard's shared-memory replica holds for its receiver thread's FINDs (0: none). */
+  readonly replicaEntries: number;
   readonly logLevel: string;
 }
 
@@ -99,6 +101,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     heartbeatMs: raw.HEARTBEAT_MS as number,
     deadAfterMs: raw.DEAD_AFTER_MS as number,
     shardRecoveryMs: raw.SHARD_RECOVERY_MS as number,
+    replicaEntries: raw.CHANNELD_REPLICA_ENTRIES as number,
     logLevel: raw.LOG_LEVEL as string,
   });
 }

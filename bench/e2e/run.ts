@@ -6,6 +6,8 @@
  *            raised for the benchmark (CHATD_RATE_PER_SEC / CHATD_RATE_BURST = 1,000,000) and
  *            the idle timeout off (the characters' connections sit idle for minutes).
  *            BENCH_CLUSTER_ROOT picks the checkout whose dist/ runs (default: this one).
+ *   cluster-before  with BENCH_BASELINE_ROOT=<another checkout, dist/ built>: that checkout's
+ *            cluster in the same rounds (before/after comparisons of a change).
  *   single   single-server.ts: one process, the directory in a Map. The ceiling.
  *   fork     fork-front.ts: a front and 4 child_process.fork shards, batched per turn.
  *
@@ -36,6 +38,8 @@ const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS) || (QUICK ? 1 : 3));
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
 const RESULTS = resolve(process.env.BENCH_RESULTS ?? join(BENCH_ROOT, 'bench', 'results', 'e2e-latest.json'));
 const CLUSTER_ROOT = resolve(process.env.BENCH_CLUSTER_ROOT ?? BENCH_ROOT);
+/** Another checkout (with its dist/ built) measured as the server `cluster-before`, in the same rounds. */
+const BASELINE_ROOT = process.env.BENCH_BASELINE_ROOT ? resolve(process.env.BENCH_BASELINE_ROOT) : undefined;
 const CLUSTER_SHARDS = Number(process.env.BENCH_CLUSTER_SHARDS ?? 4) || 4;
 const SCALING = process.env.BENCH_SHARDS
   ? process.env.BENCH_SHARDS.split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n >= 1 && n <= 64)
@@ -181,8 +185,8 @@ async function startServer(name: string): Promise<ServerUnderTest> {
     const labels = name === 'single' ? ['single'] : ['front', ...report.pids.slice(1).map((_, i) => `shard${i}`)];
     return { name, port: report.port, pids: async () => ({ pids: report.pids, labels }), notes: [] };
   }
-  const shards = name === 'cluster' ? CLUSTER_SHARDS : Number(/^cluster-s(\d+)$/.exec(name)![1]);
-  const cluster = new BenchCluster(CLUSTER_ROOT, shards, CLUSTER_ENV, name);
+  const shards = name === 'cluster' || name === 'cluster-before' ? CLUSTER_SHARDS : Number(/^cluster-s(\d+)$/.exec(name)![1]);
+  const cluster = new BenchCluster(name === 'cluster-before' ? BASELINE_ROOT! : CLUSTER_ROOT, shards, CLUSTER_ENV, name);
   clusters.add(cluster);
   await cluster.start();
   return {
@@ -270,7 +274,7 @@ function table(rows: string[][]): string {
 
 async function main(): Promise<number> {
   const started = new Date();
-  const serverNames = SCALING ? SCALING.map((n) => `cluster-s${n}`) : ['cluster', 'single', 'fork'];
+  const serverNames = SCALING ? SCALING.map((n) => `cluster-s${n}`) : ['cluster', ...(BASELINE_ROOT ? ['cluster-before'] : []), 'single', 'fork'];
   const selected = (server: string, sc: string): boolean => !ONLY || ONLY.test(`${server}/${sc}`);
   const servers = serverNames.filter((s) => SCENARIOS.some((sc) => selected(s, sc.name)));
   if (servers.length === 0) throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY} selects nothing (names are server/scenario, e.g. cluster/pipelined)`);
@@ -438,6 +442,14 @@ async function main(): Promise<number> {
       lines.push([`${sc}: cluster/single req/s`, fmt2(ratio(`${sc}.cluster/single.reqPerSec`, c(sc)?.rate.median, si(sc)?.rate.median))]);
       lines.push([`${sc}: cluster/fork req/s`, fmt2(ratio(`${sc}.cluster/fork.reqPerSec`, c(sc)?.rate.median, fo(sc)?.rate.median))]);
       lines.push([`${sc}: cluster/single CPU per request`, fmt2(ratio(`${sc}.cluster/single.cpuUsPerReq`, c(sc)?.cpu.median, si(sc)?.cpu.median))]);
+    }
+    if (BASELINE_ROOT) {
+      const be = (sc: string) => get('cluster-before', sc);
+      for (const sc of ['pipelined', 'chat-pipelined', 'conc50', 'single']) {
+        lines.push([`${sc}: cluster/cluster-before req/s`, fmt2(ratio(`${sc}.cluster/before.reqPerSec`, c(sc)?.rate.median, be(sc)?.rate.median))]);
+        lines.push([`${sc}: cluster/cluster-before CPU per request`, fmt2(ratio(`${sc}.cluster/before.cpuUsPerReq`, c(sc)?.cpu.median, be(sc)?.cpu.median))]);
+        lines.push([`${sc}: cluster/cluster-before p50`, fmt2(ratio(`${sc}.cluster/before.p50`, c(sc)?.p50.median, be(sc)?.p50.median))]);
+      }
     }
     lines.push(['single (idle): p50 cluster/fork', fmt2(ratio('single.cluster/fork.p50', c('single')?.p50.median, fo('single')?.p50.median))]);
     lines.push(['conc50: p50 cluster/fork', fmt2(ratio('conc50.cluster/fork.p50', c('conc50')?.p50.median, fo('conc50')?.p50.median))]);

@@ -1,4 +1,5 @@
 import { normalizeName } from '../cluster/names';
+import type { ReplicaWriter } from './directory-replica';
 
 /** One online character, as its shard records it. */
 export interface DirectoryEntry {
@@ -25,6 +26,9 @@ export class Directory {
   private readonly byKey = new Map<string, DirectoryEntry>();
   private readonly byOwner = new Map<string, Set<string>>();
 
+  /** A shared-memory copy kept in step with every change (directory-replica.ts), if any. */
+  constructor(private readonly replica?: ReplicaWriter) {}
+
   get size(): number {
     return this.byKey.size;
   }
@@ -45,6 +49,7 @@ export class Directory {
       const sameSession = existing.owner === owner && existing.ownerInc === ownerInc && existing.session === session;
       if (sameSession) {
         existing.channel = channel; // a retried login: idempotent
+        this.replica?.set(existing.key, existing.name, channel, owner, ownerInc);
         return 'ok';
       }
       const fromDeadIncarnation = existing.owner === owner && existing.ownerInc !== ownerInc;
@@ -60,6 +65,7 @@ export class Directory {
     const e = this.byKey.get(normalizeName(name));
     if (!e || e.owner !== owner || e.ownerInc !== ownerInc || e.session !== session) return false;
     e.channel = channel;
+    this.replica?.set(e.key, e.name, channel, owner, ownerInc);
     return true;
   }
 
@@ -85,6 +91,7 @@ export class Directory {
         const e = this.byKey.get(key);
         if (e) {
           this.byKey.delete(key);
+          this.replica?.remove(key);
           removed++;
         }
       }
@@ -100,6 +107,7 @@ export class Directory {
 
   private insert(e: DirectoryEntry): void {
     this.byKey.set(e.key, e);
+    this.replica?.set(e.key, e.name, e.channel, e.owner, e.ownerInc);
     const ok = `${e.owner}:${e.ownerInc}`;
     let set = this.byOwner.get(ok);
     if (!set) this.byOwner.set(ok, (set = new Set()));
@@ -108,6 +116,7 @@ export class Directory {
 
   private delete(e: DirectoryEntry): void {
     this.byKey.delete(e.key);
+    this.replica?.remove(e.key);
     const ok = `${e.owner}:${e.ownerInc}`;
     const set = this.byOwner.get(ok);
     if (set) {

@@ -5,6 +5,9 @@ import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-en
 import { Heartbeat } from '../runtime/heartbeat';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
+import { join } from 'node:path';
+import { ReplicaWriter, createReplicaMemory } from './directory-replica';
+import type { FindInlineData } from './find-inline';
 
 /** channelD entry point: one process per shard; the shard index comes from PM2's NODE_APP_INSTANCE. */
 function main(): void {
@@ -18,8 +21,14 @@ function main(): void {
   }
   log.info({ config }, 'starting');
   const mtype = shardMtype(shard);
-  const ce = openClusterEndpoint(config, log, mtype);
-  const server = new ShardServer(ce.endpoint, { shard, shards: config.shards, recoveryMs: config.shardRecoveryMs, log });
+  // FINDs are answered in the receiver thread from a shared-memory copy of the directory
+  // (find-inline.ts); everything else, and FINDs the copy cannot answer, reach this thread.
+  const replicaMemory = config.replicaEntries > 0 ? createReplicaMemory(config.replicaEntries) : undefined;
+  const ce = openClusterEndpoint(config, log, mtype, replicaMemory
+    ? (incarnation) => ({ module: join(__dirname, 'find-inline.js'), data: { replica: replicaMemory, shard, shards: config.shards, mtype, incarnation } satisfies FindInlineData })
+    : undefined);
+  const replica = replicaMemory ? new ReplicaWriter(replicaMemory) : undefined;
+  const server = new ShardServer(ce.endpoint, { shard, shards: config.shards, recoveryMs: config.shardRecoveryMs, log, ...(replica ? { replica } : {}) });
   server.start();
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   const heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs);

@@ -7,33 +7,66 @@ import type { Logger } from '../log';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
 import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
+import { R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
+
+/** What the receiver thread did on its own (FINDs answered from the replica). */
+function replicaCounters(r: ReplicaWriter): Record<string, number | boolean> {
+  const c = r.views.control;
+  return {
+    usable: r.usable,
+    finds: Atomics.load(c, R_FINDS),
+    envelopes: Atomics.load(c, R_ENVELOPES),
+    expired: Atomics.load(c, R_EXPIRED),
+    badRequests: Atomics.load(c, R_BAD),
+    sendFailed: Atomics.load(c, R_SEND_FAILED),
+  };
+}
 
 export interface ShardServerOptions {
   shard: number;
   shards: number;
-  /** How long a restarted shard waits for chatDs to resend their sessions before it serves anyway. */
+  /**
+   * SHARD_RECOVERY_MS: past this a shard still recovering logs a warning (and again every
+   * such period). It never goes live on a timer: only once every live chatD resent its sessions.
+   */
   recoveryMs: number;
+  /** While recovering with chatDs still to resync, HELLO is repeated this often (default 500 ms). */
+  rehelloMs?: number;
+  /** Pause after a HELLO that got no OK answer (default 100 ms). */
+  helloRetryMs?: number;
   log: Logger;
+  /** The shared-memory copy of the directory that the receiver thread answers FINDs from. */
+  replica?: ReplicaWriter;
 }
+
+/** How many removals a shard remembers so that a late SYNC cannot revive them. */
+const MAX_TOMBSTONES = 65_536;
 
 /**
  * One channelD shard: answers LOGIN, MOVE, REMOVE, FIND, PURGE and SYNC for the names that
  * hash to it, on its own mtype.
  *
  * A shard starts `recovering`: it asks the collector which chatDs are alive (HELLO); the
- * collector has them resend their sessions (SYNC). Until every one has (or recoveryMs has
- * passed) the shard answers lookups and logins UNAVAILABLE rather than "offline" or "free",
- * which could be wrong for a character still connected.
+ * collector has them resend their sessions (RESYNC, then SYNC ... `last`). Until every chatD
+ * of the collector's latest answer has done so, the shard answers lookups and logins
+ * UNAVAILABLE rather than "offline" or "free", which could be wrong for a character still
+ * connected: a shard never answers from a directory it does not know to be complete. It keeps
+ * asking (HELLO every `rehelloMs`, each answer re-sending the RESYNCs and dropping chatDs that
+ * died meanwhile) for as long as it takes; with the collector down it waits for it to return.
  */
 export class ShardServer {
-  readonly directory = new Directory();
+  readonly directory: Directory;
   state: 'recovering' | 'live' = 'recovering';
-  private readonly waitingFor = new Set<string>();
-  /** Sessions removed while recovering, so that a SYNC crossing the REMOVE cannot revive them. */
+  /** chatDs ("mtype:incarnation") of the collector's latest HELLO answer; undefined until one came. */
+  private expected: Set<string> | undefined;
+  /** chatDs whose SYNC ... last arrived. */
+  private readonly synced = new Set<string>();
+  /** Removed sessions ("owner:ownerInc:session"), so that a SYNC crossing the REMOVE cannot revive them. */
   private readonly tombstones = new Set<string>();
   private recoveryTimer: NodeJS.Timeout | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
-  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0 };
+  private startedAt = 0;
+  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0 };
   private readonly log: Logger;
   /** Where reply payloads are written (the endpoint copies them into the envelope at once). */
   private readonly scratch = Buffer.allocUnsafe(MAX_FIND_REPLY_BYTES);
@@ -43,15 +76,18 @@ export class ShardServer {
     private readonly options: ShardServerOptions,
   ) {
     this.log = options.log;
+    this.directory = new Directory(options.replica);
   }
 
   start(): void {
     this.endpoint.start((rec, reply) => this.onRecord(rec, reply));
-    this.recoveryTimer = setTimeout(() => {
-      if (this.state === 'recovering') {
-        this.log.warn({ waitingFor: [...this.waitingFor] }, 'recovery window over; serving without every resync');
-        this.goLive();
-      }
+    this.startedAt = Date.now();
+    this.recoveryTimer = setInterval(() => {
+      if (this.state !== 'recovering') return;
+      this.log.warn(
+        { waitingFor: this.waitingFor(), collectorAnswered: this.expected !== undefined, recoveringMs: Date.now() - this.startedAt },
+        'still recovering: answering UNAVAILABLE until every live chatD has resynced',
+      );
     }, this.options.recoveryMs);
     this.recoveryTimer.unref();
     this.sayHello();
@@ -64,40 +100,62 @@ export class ShardServer {
   }
   private liveWaiters: (() => void)[] = [];
 
+  /** chatDs still to resync (of the collector's latest answer). */
+  waitingFor(): string[] {
+    return this.expected ? [...this.expected].filter((c) => !this.synced.has(c)) : [];
+  }
+
   private sayHello(): void {
+    this.helloTimer = undefined;
     if (this.state !== 'recovering') return;
+    this.counters.hellos++;
     const hello = encodePayload('hello', { shard: this.options.shard });
     this.endpoint.request(MTYPE_GC, Kind.HELLO, hello, 300).then(
       (reply) => {
         const r = reply.status === Status.OK ? decodePayload('helloReply', reply.payload) : undefined;
-        if (!r) return this.retryHello();
+        if (!r) return this.scheduleHello(this.options.helloRetryMs ?? 100);
         if (this.state !== 'recovering') return;
-        for (const [mtype, inc] of r.chatds) this.waitingFor.add(`${mtype}:${inc}`);
-        this.log.info({ chatds: r.chatds.length }, 'recovering: waiting for chatD resyncs');
-        if (this.waitingFor.size === 0) this.goLive();
+        const first = this.expected === undefined;
+        this.expected = new Set(r.chatds.map(([mtype, inc]) => `${mtype}:${inc}`));
+        if (first) this.log.info({ chatds: r.chatds.length }, 'recovering: waiting for chatD resyncs');
+        if (!this.maybeGoLive()) this.scheduleHello(this.options.rehelloMs ?? 500);
       },
-      () => this.retryHello(),
+      () => this.scheduleHello(this.options.helloRetryMs ?? 100),
     );
   }
 
-  private retryHello(): void {
-    if (this.state !== 'recovering') return;
-    this.helloTimer = setTimeout(() => this.sayHello(), 100);
+  private scheduleHello(ms: number): void {
+    if (this.state !== 'recovering' || this.helloTimer) return;
+    this.helloTimer = setTimeout(() => this.sayHello(), ms);
     this.helloTimer.unref();
+  }
+
+  /** Live once the collector answered and every chatD it named has resynced. */
+  private maybeGoLive(): boolean {
+    if (this.state === 'live') return true;
+    if (!this.expected) return false;
+    for (const c of this.expected) if (!this.synced.has(c)) return false;
+    this.goLive();
+    return true;
   }
 
   private goLive(): void {
     if (this.state === 'live') return;
     this.state = 'live';
-    this.tombstones.clear();
-    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    this.options.replica?.setLive(true);
+    if (this.recoveryTimer) clearInterval(this.recoveryTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
-    this.log.info({ entries: this.directory.size }, 'shard live');
+    this.log.info({ entries: this.directory.size, chatds: this.synced.size, recoveringMs: Date.now() - this.startedAt }, 'shard live');
     for (const w of this.liveWaiters.splice(0)) w();
   }
 
+  private tombstone(key: string): void {
+    this.tombstones.add(key);
+    if (this.tombstones.size > MAX_TOMBSTONES) this.tombstones.delete(this.tombstones.values().next().value as string);
+  }
+
   stop(): void {
-    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    if (this.recoveryTimer) clearInterval(this.recoveryTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
   }
 
@@ -172,7 +230,10 @@ export class ShardServer {
         const p = this.decode('remove', rec, reply);
         if (!p || !this.mine(p.name, reply)) return;
         const removed = d.remove(p.name, p.owner, p.ownerInc, p.session);
-        if (this.state === 'recovering') this.tombstones.add(`${p.owner}:${p.ownerInc}:${p.session}`);
+        // Kept after going live too: a chatD may resync a live shard (it saw its incarnation
+        // change), and a session ended meanwhile must not come back. Session ids are never
+        // reused by one chatD incarnation, so a tombstone cannot hide a later login.
+        this.tombstone(`${p.owner}:${p.ownerInc}:${p.session}`);
         return reply(Status.OK, encodePayload('count', { count: removed ? 1 : 0 }));
       }
       case Kind.PURGE: {
@@ -194,8 +255,8 @@ export class ShardServer {
           else conflicts++;
         }
         if (p.last) {
-          this.waitingFor.delete(`${rec.from}:${rec.fromIncarnation}`);
-          if (this.state === 'recovering' && this.waitingFor.size === 0) this.goLive();
+          this.synced.add(`${rec.from}:${rec.fromIncarnation}`);
+          if (this.state === 'recovering') this.maybeGoLive();
         }
         return reply(Status.OK, encodePayload('count', { count, conflicts }));
       }
@@ -206,8 +267,10 @@ export class ShardServer {
             role: 'channeld',
             shard: this.options.shard,
             state: this.state,
+            waitingFor: this.waitingFor(),
             entries: d.size,
             counters: { ...this.counters },
+            ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
             endpoint: { ...this.endpoint.counters },
           }),
         );

@@ -317,8 +317,53 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     };
   }
 
-  /** Resends this chatD's live sessions of one shard to it, after it restarted empty. */
+  /** Shards being resynced now: a RESYNC arriving meanwhile runs the resync once more after. */
+  private readonly resyncing = new Map<number, { again: boolean }>();
+  /** shard index -> the incarnation last seen in the collector's membership. */
+  private readonly shardIncarnations = new Map<number, number>();
+
+  /**
+   * The collector's membership (heartbeat reply): a shard whose incarnation changed since the
+   * last one restarted, so it is resynced without waiting for the collector's RESYNC (which
+   * is one message, and may be lost with a collector killed or stopped at the wrong time).
+   */
+  noteMembership(shards: readonly (readonly [number, number])[]): void {
+    for (const [shard, inc] of shards) {
+      const before = this.shardIncarnations.get(shard);
+      this.shardIncarnations.set(shard, inc);
+      if (before !== undefined && before !== inc) void this.resync(shard);
+    }
+  }
+
+  /**
+   * Resends this chatD's live sessions of one shard to it, after it restarted empty. One at a
+   * time per shard (a RESYNC arriving meanwhile runs it again after); a failed one is retried
+   * a few times (the shard also keeps asking the collector, which RESYNCs again).
+   */
   async resync(shard: number): Promise<void> {
+    const running = this.resyncing.get(shard);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.resyncing.set(shard, state);
+    try {
+      for (let failures = 0; ; ) {
+        state.again = false;
+        if (await this.resyncOnce(shard)) {
+          if (!state.again) return;
+        } else {
+          if (++failures > 5) return;
+          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 1000)).unref());
+        }
+      }
+    } finally {
+      this.resyncing.delete(shard);
+    }
+  }
+
+  private async resyncOnce(shard: number): Promise<boolean> {
     const entries: [string, number, number][] = [];
     for (const s of this.sessions.all()) if (this.shards.shardOf(s.name) === shard) entries.push([s.name, s.id, s.channel]);
     const chunk = 64; // 64 entries stay well inside one envelope record
@@ -328,8 +373,10 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
         await this.shards.sync(shard, part, i + chunk >= entries.length);
       }
       this.log.info({ shard, entries: entries.length }, 'resynced shard');
+      return true;
     } catch (err) {
       this.log.warn({ err, shard }, 'resync failed');
+      return false;
     }
   }
 

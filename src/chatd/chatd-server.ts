@@ -50,7 +50,10 @@ export class ChatdServer {
       log,
     );
     this.legacy = new LegacyGateway(transport, this.shards, log);
-    this.heartbeat = new Heartbeat(endpoint, { role: 'chatd', index }, config.heartbeatMs, (m) => this.shards.setMembership(m.shards));
+    this.heartbeat = new Heartbeat(endpoint, { role: 'chatd', index }, config.heartbeatMs, (m) => {
+      this.shards.setMembership(m.shards);
+      this.service.noteMembership(m.shards);
+    });
     this.connOptions = {
       maxFrameBytes: config.maxFrameBytes,
       idleTimeoutMs: config.idleTimeoutMs,
@@ -105,6 +108,7 @@ export class ChatdServer {
     });
     const ends = [...this.sessions.all()].map((s) => this.reaper.end(s.name, s.id));
     await Promise.race([Promise.allSettled(ends), new Promise((r) => setTimeout(r, 1500))]);
+    this.reaper.stop(); // removals still unconfirmed go with this incarnation (PURGE by gc or our successor)
     await this.legacy.close();
     await this.endpoint.close();
   }

@@ -60,6 +60,48 @@ export function readKey(body: Buffer, start: number, end: number, key = true): s
   return s.includes('\ufffd') ? undefined : s;
 }
 
+/**
+ * readKey without making a string: true exactly when readKey(body, start, end) would give a
+ * key (fast-check pins the two together). For the shard's receiver thread, which answers
+ * FINDs from bytes.
+ */
+export function isKeyBytes(body: Uint8Array, start: number, end: number): boolean {
+  const n = end - start;
+  if (n < 1 || n > MAX_KEY_BYTES || start < 0 || end > body.length) return false;
+  for (let i = start; i < end; ) {
+    const b = body[i]!;
+    if (b < 0x80) {
+      if (KEY_ASCII[b] === 0) return false;
+      i++;
+      continue;
+    }
+    let need: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) need = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      need = 2;
+      if (b === 0xe0) lo = 0xa0;
+      else if (b === 0xed) hi = 0x9f; // no surrogates
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      need = 3;
+      if (b === 0xf0) lo = 0x90;
+      else if (b === 0xf4) hi = 0x8f;
+    } else return false;
+    if (i + need >= end) return false;
+    const c1 = body[i + 1]!;
+    if (c1 < lo || c1 > hi) return false;
+    for (let k = 2; k <= need; k++) {
+      const c = body[i + k]!;
+      if (c < 0x80 || c > 0xbf) return false;
+    }
+    // U+FFFD (EF BF BD) is no letter, digit or _, as readKey says.
+    if (b === 0xef && c1 === 0xbf && body[i + 2] === 0xbd) return false;
+    i += need + 1;
+  }
+  return true;
+}
+
 /** Writes a FIND reply payload for a hit into `out` at 0; returns its length. */
 export function writeFindReply(out: Buffer, hit: FindHit): number {
   out.writeUInt16LE(hit.channel, 0);

@@ -14,6 +14,13 @@ export function fnv1a32(bytes: Uint8Array): number {
   return hash >>> 0;
 }
 
+/** fnv1a32 of bytes[start, end), without a view. */
+export function fnv1a32Range(bytes: Uint8Array, start: number, end: number): number {
+  let hash = FNV_OFFSET_BASIS;
+  for (let i = start; i < end; i++) hash = Math.imul(hash ^ bytes[i]!, FNV_PRIME);
+  return hash >>> 0;
+}
+
 /**
  * 32-bit FNV-1a of the UTF-8 encoding of a string, without encoding it: the same value as
  * fnv1a32(utf8(s)). A lone surrogate counts as U+FFFD, as TextEncoder encodes it.

@@ -1,7 +1,7 @@
 import { chatdMtype, shardMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import type { SupervisorEvent } from './collector';
-import { connectPm2, pm2Home, type Pm2Client } from './pm2-client';
+import type { SupervisorEvent } from './membership';
+import { connectPm2, pm2Home, type Pm2Client } from '../runtime/pm2-client';
 
 /** PM2 app names (PROTOCOL.md: chatd, channeld, gc). */
 export const APP_NAMES = Object.freeze({ chatd: 'chatd', channeld: 'channeld', gc: 'gc' } as const);

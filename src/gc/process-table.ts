@@ -120,6 +120,16 @@ export class ProcessTable {
     return { entry, added: true, replaced, fromDead: false };
   }
 
+  /**
+   * A record of any kind from (mtype, incarnation): refreshes the entry when that incarnation
+   * holds the mtype, and does nothing else. Only validated records (a heartbeat, a HELLO) may
+   * put a new incarnation in the table (sighting): one unvalidated record proves nothing.
+   */
+  touch(mtype: number, incarnation: number, now: number): void {
+    const current = this.byMtype.get(mtype);
+    if (current && current.incarnation === incarnation) current.lastSeenAt = now;
+  }
+
   /** A heartbeat: a sighting that also carries the pid. */
   heartbeat(mtype: number, incarnation: number, pid: number, now: number): SightingResult {
     const r = this.sighting(mtype, incarnation, now);

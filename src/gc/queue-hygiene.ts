@@ -12,9 +12,10 @@ import type { Logger } from '../log';
  * a reserved or unknown mtype (replies reflected to a forged sender mtype end up there), and
  * mtype 1 while no chatD lives. Never mtype 3 (ours) or the mailbox of a live process; and
  * during the collector's warm-up nothing of the mtype plan (it does not yet know who lives).
- * Legacy replies (mtype 2) belong to C peers the collector cannot see: they are taken only by
- * age (a reply no peer took for `legacyReplyMaxAgeMs`) or by fill (the queue over `highWater`
- * for `highWaterForMs`), at most `maxTake` per sweep.
+ *
+ * Never mtype 2 either: legacy replies belong to C peers the collector cannot see, and their
+ * expiry is `legacy-expiry.ts`'s alone (by the send time chatD writes after the reply's NUL,
+ * and by fill). Hygiene counts mtype 2 as owned, so the two never take the same messages.
  *
  * When: a sweep every `everyMs` takes unowned messages that have stayed unowned for
  * `junkAgeMs`; as soon as the queue is over `highWater` (by bytes OR by message count: Linux
@@ -30,7 +31,7 @@ import type { Logger } from '../log';
  * mtype found there is drained whole (msgrcv of that mtype, IPC_NOWAIT). Without MSG_COPY
  * (ENOSYS, or a transport that cannot peek) the sweep tries the mtypes it can name: mtype 1,
  * reserved 4..99, every shard and chatD mtype not live. Tool mtypes and mtypes above the plan
- * cannot be found that way; legacy replies are then taken by fill only.
+ * cannot be found that way.
  */
 
 /** The queue operations hygiene needs (SysvQueue in gc; tests may fake them). */
@@ -60,7 +61,7 @@ export interface OwnershipView {
 }
 
 /** Why a message is nobody's; the drain counts are kept by these classes. */
-export type JunkClass = 'legacyReply' | 'legacyRequest' | 'deadProcess' | 'unseenProcess' | 'outOfPlan' | 'toolGone' | 'unknownMtype';
+export type JunkClass = 'legacyRequest' | 'deadProcess' | 'unseenProcess' | 'outOfPlan' | 'toolGone' | 'unknownMtype';
 
 export type Ownership = { owned: true } | { owned: false; cls: JunkClass };
 
@@ -69,14 +70,10 @@ export interface HygieneTimings {
   everyMs: number;
   /** Fill ratio (max of bytes and message count over msg_qbytes) above which the queue counts as full. */
   highWater: number;
-  /** Legacy replies are taken by fill once the queue has stayed over highWater this long. */
-  highWaterForMs: number;
   /** While over highWater, a sweep at most this often. */
   fillEveryMs: number;
   /** An mtype unowned this long has its messages taken by the age sweep. */
   junkAgeMs: number;
-  /** A legacy reply no C peer took within this long is taken (needs peek). */
-  legacyReplyMaxAgeMs: number;
   /** Positions looked at per sweep (each MSG_COPY walks the queue up to its position). */
   peekMax: number;
   /** Messages taken per mtype per sweep, at most. */
@@ -86,10 +83,8 @@ export interface HygieneTimings {
 export const defaultHygieneTimings: HygieneTimings = {
   everyMs: 1000,
   highWater: 0.5,
-  highWaterForMs: 5000,
   fillEveryMs: 250,
   junkAgeMs: 3000,
-  legacyReplyMaxAgeMs: 30_000,
   peekMax: 512,
   maxTake: 100_000,
 };
@@ -102,13 +97,13 @@ export interface HygieneCounters {
 }
 
 const ZERO: Record<JunkClass, number> = {
-  legacyReply: 0, legacyRequest: 0, deadProcess: 0, unseenProcess: 0, outOfPlan: 0, toolGone: 0, unknownMtype: 0,
+  legacyRequest: 0, deadProcess: 0, unseenProcess: 0, outOfPlan: 0, toolGone: 0, unknownMtype: 0,
 };
 
-/** Who owns an mtype, by the collector's view (mtype 2 is classified `legacyReply`, never owned). */
+/** Who owns an mtype, by the collector's view (mtype 2 counts as owned: legacy-expiry.ts expires it). */
 export function classify(mtype: number, view: OwnershipView): Ownership {
   if (mtype === MTYPE_GC) return { owned: true };
-  if (mtype === MTYPE_LEGACY_REPLY) return { owned: false, cls: 'legacyReply' };
+  if (mtype === MTYPE_LEGACY_REPLY) return { owned: true }; // legacy-expiry.ts, not hygiene
   if (mtype === MTYPE_LEGACY_REQUEST) {
     // chatD's legacy gateway takes these; with no chatD alive they wait for nobody.
     return view.warming() || view.anyChatdLive() ? { owned: true } : { owned: false, cls: 'legacyRequest' };
@@ -129,24 +124,14 @@ export function classify(mtype: number, view: OwnershipView): Ownership {
   }
 }
 
-/** FNV-1a over a body: tells one legacy reply from the next at the head of mtype 2. */
-function fingerprint(body: Buffer): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < body.length; i++) h = Math.imul(h ^ body[i]!, 0x01000193);
-  return h >>> 0;
-}
-
 export class QueueHygiene {
   readonly timings: HygieneTimings;
   readonly counters: HygieneCounters = { sweeps: 0, fillSweeps: 0, drained: 0, byClass: { ...ZERO } };
   private canPeek: boolean;
   private lastSweep: number;
   private lastFillSweep = -Infinity;
-  private fullSince: number | undefined;
   /** mtype -> when a sweep first saw it unowned (with messages, when peeking). */
   private readonly unownedSince = new Map<number, number>();
-  /** Legacy replies seen at the head of mtype 2: `fingerprint#occurrence` -> first seen. */
-  private legacySeen = new Map<string, number>();
 
   constructor(
     private readonly queue: HygieneQueue,
@@ -170,8 +155,6 @@ export class QueueHygiene {
     }
     const fill = queueFill(stat);
     const over = fill.fill > this.timings.highWater;
-    if (over) this.fullSince ??= now;
-    else this.fullSince = undefined;
     if (over) {
       // Over high water: fill sweeps only (they take unowned messages whatever their age).
       if (now - this.lastFillSweep < this.timings.fillEveryMs) return;
@@ -204,7 +187,6 @@ export class QueueHygiene {
       }
       return n;
     };
-    const legacyByFill = this.fullSince !== undefined && now - this.fullSince >= this.timings.highWaterForMs;
     if (this.canPeek) {
       try {
         this.sweepByPeek(now, reason === 'fill', take);
@@ -215,12 +197,6 @@ export class QueueHygiene {
       }
     }
     if (!this.canPeek) this.sweepByName(now, reason === 'fill', take);
-    if (legacyByFill) {
-      // C peers are not reading, and the queue has been over high water for a while.
-      take(MTYPE_LEGACY_REPLY, 'legacyReply');
-      this.legacySeen.clear();
-      this.fullSince = now; // the next fill drain of legacy replies needs another full window
-    }
     let total = 0;
     for (const cls of Object.keys(drained) as JunkClass[]) {
       total += drained[cls];
@@ -249,22 +225,12 @@ export class QueueHygiene {
   private sweepByPeek(now: number, overFill: boolean, take: (mtype: number, cls: JunkClass, max?: number) => number): void {
     const peek = this.queue.peek!.bind(this.queue);
     const seenUnowned = new Set<number>();
-    const legacyKeys: string[] = [];
-    const occurrences = new Map<number, number>();
     let index = 0;
     for (let peeks = 0; peeks < this.timings.peekMax; peeks++) {
       const m = peek(index);
       if (!m) break;
       const o = classify(m.mtype, this.view);
       if (o.owned) {
-        index++;
-        continue;
-      }
-      if (o.cls === 'legacyReply') {
-        const fp = fingerprint(m.body);
-        const k = (occurrences.get(fp) ?? 0) + 1;
-        occurrences.set(fp, k);
-        legacyKeys.push(`${fp}#${k}`);
         index++;
         continue;
       }
@@ -279,21 +245,6 @@ export class QueueHygiene {
       }
     }
     for (const mtype of this.unownedSince.keys()) if (!seenUnowned.has(mtype)) this.unownedSince.delete(mtype);
-    // Legacy replies by age: the oldest ones (FIFO within mtype 2) that no peer took in time.
-    const seen = new Map<string, number>();
-    let old = 0;
-    let leading = true;
-    for (const key of legacyKeys) {
-      const first = this.legacySeen.get(key) ?? now;
-      seen.set(key, first);
-      if (leading && now - first >= this.timings.legacyReplyMaxAgeMs) old++;
-      else leading = false;
-    }
-    this.legacySeen = seen;
-    if (old > 0) {
-      take(MTYPE_LEGACY_REPLY, 'legacyReply', Math.min(old, this.timings.maxTake));
-      this.legacySeen.clear(); // positions moved: start the count again
-    }
   }
 
   /** Without peeking: the mtypes the sweep can name, each tried with a non-blocking receive. */
@@ -304,7 +255,7 @@ export class QueueHygiene {
     const unowned = new Set<number>();
     for (const mtype of candidates) {
       const o = classify(mtype, this.view);
-      if (o.owned || o.cls === 'legacyReply') continue;
+      if (o.owned) continue;
       unowned.add(mtype);
       const since = this.unownedSince.get(mtype) ?? now;
       this.unownedSince.set(mtype, since);

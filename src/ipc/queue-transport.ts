@@ -72,6 +72,26 @@ export abstract class QueueTransport<Q extends NonBlockingQueue> implements Mess
     }
   }
 
+  /**
+   * Sends at once or not at all (no backlog): false when the queue is full or this mtype has
+   * messages waiting in the backlog. For traffic that may be shed (legacy replies).
+   */
+  trySend(mtype: number, body: Uint8Array): boolean {
+    if (this.closed) throw new TransportClosedError('closed');
+    if (body.byteLength > this.queue.maxMessageBytes) {
+      throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
+    }
+    if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
+    checkMtype(mtype);
+    try {
+      return this.backlog.sendNow(mtype, body);
+    } catch (err) {
+      if (!isQueueGone(err)) throw err;
+      this.backlog.close('queue removed');
+      throw new TransportClosedError('queue removed', { cause: err });
+    }
+  }
+
   receive(mtype: number, onBatch: BatchHandler): Receiver {
     if (this.closed) throw new TransportClosedError('closed');
     if (this.receivers.has(mtype)) throw new IpcError('EBUSY', `already receiving mtype ${mtype}`);

@@ -13,20 +13,31 @@ export interface SendBacklogOptions {
   onError: (err: Error) => void;
 }
 
-interface Pending {
-  mtype: number;
-  body: Uint8Array;
+/** One destination's FIFO. */
+class Fifo {
+  readonly items: Uint8Array[] = [];
+  head = 0;
+  get size(): number {
+    return this.items.length - this.head;
+  }
 }
 
 /**
- * A bounded FIFO in front of a non-blocking send. The kernel gives no "space freed"
- * notification, so a full queue is polled with a short, growing timer; the main thread never
- * sleeps in a syscall. One FIFO for all destinations keeps per-sender order (a full queue is
- * full for everyone, so per-destination queues would buy nothing).
+ * A bounded backlog in front of a non-blocking send, **one FIFO per destination mtype**. The
+ * kernel gives no "space freed" notification, so a full queue is polled with a short, growing
+ * timer; the main thread never sleeps in a syscall.
+ *
+ * Order is kept per destination (what the kernel keeps per mtype anyway), not across
+ * destinations: a send to an mtype with nothing waiting goes out at once even while other
+ * destinations wait, and freed space is shared round-robin among the waiting destinations.
+ * So one class of traffic (say, legacy replies nobody reads) cannot hold another (shard
+ * requests) behind it.
  */
 export class SendBacklog {
-  private readonly items: Pending[] = [];
-  private head = 0;
+  private readonly fifos = new Map<number, Fifo>();
+  /** Destinations with something waiting, in round-robin order. */
+  private readonly active: number[] = [];
+  private messagesWaiting = 0;
   private bytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private retryMs: number;
@@ -41,24 +52,43 @@ export class SendBacklog {
   }
 
   get messages(): number {
-    return this.items.length - this.head;
+    return this.messagesWaiting;
   }
 
   get byteCount(): number {
     return this.bytes;
   }
 
+  /** Messages waiting for one destination. */
+  waiting(mtype: number): number {
+    return this.fifos.get(mtype)?.size ?? 0;
+  }
+
   send(mtype: number, body: Uint8Array): void {
     if (this.closedReason !== undefined) throw new TransportClosedError(this.closedReason);
-    if (this.messages === 0 && this.trySend(mtype, body)) return;
-    if (this.messages + 1 > this.options.maxMessages || this.bytes + body.byteLength > this.options.maxBytes) {
-      throw new BacklogFullError(this.messages, this.bytes);
+    let fifo = this.fifos.get(mtype);
+    if ((fifo === undefined || fifo.size === 0) && this.trySend(mtype, body)) return;
+    if (this.messagesWaiting + 1 > this.options.maxMessages || this.bytes + body.byteLength > this.options.maxBytes) {
+      throw new BacklogFullError(this.messagesWaiting, this.bytes);
     }
+    if (!fifo) this.fifos.set(mtype, (fifo = new Fifo()));
+    if (fifo.size === 0) this.active.push(mtype);
     // The caller may reuse its buffer: keep a copy.
-    this.items.push({ mtype, body: Uint8Array.prototype.slice.call(body) });
+    fifo.items.push(Uint8Array.prototype.slice.call(body));
+    this.messagesWaiting++;
     this.bytes += body.byteLength;
     this.deferred++;
     this.schedule();
+  }
+
+  /**
+   * Sends only if it can go out now without overtaking anything waiting for that destination:
+   * false when the queue is full or that destination has a backlog. Never backlogs.
+   */
+  sendNow(mtype: number, body: Uint8Array): boolean {
+    if (this.closedReason !== undefined) throw new TransportClosedError(this.closedReason);
+    if (this.waiting(mtype) > 0) return false;
+    return this.trySend(mtype, body);
   }
 
   /** Drops what waits and refuses further sends. */
@@ -66,8 +96,9 @@ export class SendBacklog {
     this.closedReason = reason;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.items.length = 0;
-    this.head = 0;
+    this.fifos.clear();
+    this.active.length = 0;
+    this.messagesWaiting = 0;
     this.bytes = 0;
   }
 
@@ -79,32 +110,48 @@ export class SendBacklog {
 
   private flush(): void {
     this.timer = undefined;
-    const before = this.head;
+    let progress = false;
     try {
-      while (this.head < this.items.length) {
-        const item = this.items[this.head]!;
-        if (!this.trySend(item.mtype, item.body)) break;
-        this.items[this.head] = undefined as unknown as Pending;
-        this.head++;
-        this.bytes -= item.body.byteLength;
+      // Round-robin, one message per destination per round, until a whole round sends nothing.
+      for (;;) {
+        let sentThisRound = false;
+        for (let i = 0; i < this.active.length; ) {
+          const mtype = this.active[i]!;
+          const fifo = this.fifos.get(mtype)!;
+          const body = fifo.items[fifo.head]!;
+          if (this.trySend(mtype, body)) {
+            fifo.items[fifo.head] = undefined as unknown as Uint8Array;
+            fifo.head++;
+            this.messagesWaiting--;
+            this.bytes -= body.byteLength;
+            sentThisRound = progress = true;
+            if (fifo.size === 0) {
+              this.fifos.delete(mtype);
+              this.active.splice(i, 1);
+              continue;
+            }
+            if (fifo.head > 1024 && fifo.head * 2 > fifo.items.length) {
+              fifo.items.splice(0, fifo.head);
+              fifo.head = 0;
+            }
+          }
+          i++;
+        }
+        if (!sentThisRound || this.active.length === 0) break;
       }
     } catch (err) {
       this.close((err as Error).message);
       this.options.onError(err as Error);
       return;
     }
-    if (this.head === this.items.length) {
-      this.items.length = 0;
-      this.head = 0;
+    if (this.active.length === 0) {
       this.retryMs = this.options.minRetryMs;
       return;
     }
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items.splice(0, this.head);
-      this.head = 0;
-    }
+    // Rotate so that the next round starts with another destination.
+    this.active.push(this.active.shift()!);
     // Progress means space is freeing: poll again soon. None: back off.
-    this.retryMs = this.head > before ? this.options.minRetryMs : Math.min(this.retryMs * 2, this.options.maxRetryMs);
+    this.retryMs = progress ? this.options.minRetryMs : Math.min(this.retryMs * 2, this.options.maxRetryMs);
     this.schedule();
   }
 }

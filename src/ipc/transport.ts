@@ -63,6 +63,11 @@ export interface MessageTransport {
    */
   send(mtype: number, body: Uint8Array): void;
   /**
+   * Sends at once or not at all: false when the queue is full or messages to `mtype` wait in
+   * the backlog (never backlogs). Optional: traffic that may be shed uses it when present.
+   */
+  trySend?(mtype: number, body: Uint8Array): boolean;
+  /**
    * Receives messages of `mtype` (one receiver per mtype and transport) and hands them
    * over in batches, in queue order.
    */

@@ -2,6 +2,7 @@ import type { Config } from '../config';
 import { Endpoint } from '../ipc/endpoint';
 import { newIncarnation } from '../ipc/envelope';
 import type { SysvQueue } from '../ipc/sysv/sysv-queue';
+import type { InlineSpec } from '../ipc/sysv/sysv-receiver';
 import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
 import type { Receiver } from '../ipc/transport';
 import type { Logger } from '../log';
@@ -16,14 +17,19 @@ export interface ClusterEndpoint {
   close(): Promise<void>;
 }
 
-/** A daemon's address on the cluster's queue: the queue by MQ_KEY, its transport, an endpoint on `mtype`. */
-export function openClusterEndpoint(config: Config, log: Logger, mtype: number): ClusterEndpoint {
+/**
+ * A daemon's address on the cluster's queue: the queue by MQ_KEY, its transport, an endpoint
+ * on `mtype`. `inline`, given the incarnation, names a handler for the receiver thread
+ * (SysvReceiverOptions.inline).
+ */
+export function openClusterEndpoint(config: Config, log: Logger, mtype: number, inline?: (incarnation: number) => InlineSpec): ClusterEndpoint {
   const queue = openClusterQueue(config, log);
+  const incarnation = newIncarnation();
   const transport = new SysvTransport(queue, {
     ...defaultSysvTransportOptions,
+    receiver: { ...defaultSysvTransportOptions.receiver, ...(inline ? { inline: inline(incarnation) } : {}) },
     onSendError: (err) => log.error({ err }, 'queued sends failed'),
   });
-  const incarnation = newIncarnation();
   const endpoint = new Endpoint(transport, { mtype, incarnation, maxBatchBytes: config.mqBatchBytes });
   return {
     queue,

@@ -284,6 +284,43 @@ describe('failure (e2e): processes killed behind chatD', function () {
     await cluster().waitServing(Date.now() + 15_000);
   });
 
+  it('(f) defect 1: gc SIGSTOPped, a channelD SIGKILLed, gc SIGCONTed 4 s later: never "offline" for a connected character, all found again', async function () {
+    this.timeout(60_000);
+    const names = Array.from({ length: 40 }, (_, i) => `Monk${i}`);
+    const { online } = await loginMany(cluster().port, names, (i) => (i % CHANNELS) + 1, (c) => cluster().track(c));
+    const onVictim = online.filter((o) => shardOf(o.name, SHARDS) === VICTIM_SHARD);
+    expect(onVictim.length).to.be.greaterThan(3);
+    const observer = await cluster().login('Watcher_f', 1);
+    const gcPid = await cluster().signal('gc', 0, 'SIGSTOP');
+    let wrong: string[] = [];
+    try {
+      const old = await cluster().signal('channeld', VICTIM_SHARD, 'SIGKILL');
+      await cluster().waitRestarted('channeld', VICTIM_SHARD, old);
+      const until = Date.now() + 4000; // past SHARD_RECOVERY_MS (2 s)
+      while (Date.now() < until) {
+        const rs = await findAll(observer, onVictim.map((o) => o.name), 5000);
+        wrong = wrong.concat(rs.filter((r) => r.ok === true && r.online !== true).map((r) => JSON.stringify(r)));
+        await sleep(200);
+      }
+      const second = await (await cluster().client()).request({ op: 'login', name: onVictim[0]!.name, channel: 1 });
+      expect(second.ok, `a second login for a connected name while the shard recovers: ${JSON.stringify(second)}`).to.not.equal(true);
+    } finally {
+      process.kill(gcPid, 'SIGCONT');
+    }
+    expect(wrong.slice(0, 3), `${wrong.length} "offline" answers for connected characters`).to.deep.equal([]);
+    const t0 = Date.now();
+    let rs: Reply[] = [];
+    while (Date.now() - t0 < 10_000) {
+      rs = await findAll(observer, onVictim.map((o) => o.name), 5000);
+      if (rs.every((r) => r.ok === true && r.online === true)) break;
+      await sleep(100);
+    }
+    console.log(`      (shard complete again ${Date.now() - t0} ms after SIGCONT of gc)`);
+    rs.forEach((r, i) => expect(r, onVictim[i]!.name).to.deep.include({ ok: true, online: true, channel: onVictim[i]!.channel }));
+    const again = await (await cluster().client()).request({ op: 'login', name: onVictim[0]!.name, channel: 1 });
+    expect((again.error as { code?: string } | undefined)?.code).to.equal('NAME_TAKEN');
+  });
+
   it('(d) with the collector stopped: finds still right, 100 resets still offline within 2 s; it comes back', async () => {
     const names = Array.from({ length: 100 }, (_, i) => `Bard${i}`);
     const { clients } = await loginMany(cluster().port, names, (i) => (i % CHANNELS) + 1, (c) => cluster().track(c));

@@ -86,6 +86,8 @@ export class ChatClient {
   readonly frames: Frame[] = [];
   /** Frames without an `id` key. */
   readonly pushes: Frame[] = [];
+  /** The JSON text of every frame received, as the server wrote it (byte-exactness checks). */
+  readonly texts: string[] = [];
   /** How many replies arrived for each id (exactly-once checks). */
   readonly repliesById = new Map<number | null, number>();
   /** Set when the server's byte stream could not be decoded (a server bug). */
@@ -262,7 +264,9 @@ export class ChatClient {
       const whole = this.take(HEADER + length);
       let value: unknown;
       try {
-        value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(whole.subarray(HEADER)));
+        const text = new TextDecoder('utf-8', { fatal: true }).decode(whole.subarray(HEADER));
+        this.texts.push(text);
+        value = JSON.parse(text);
       } catch (err) {
         this.streamError = new Error('server sent a frame that is not UTF-8 JSON', { cause: err });
         this.socket.destroy();

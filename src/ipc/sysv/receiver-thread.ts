@@ -58,7 +58,29 @@ export interface ReceiverThreadData {
   control: SharedArrayBuffer;
   /** handover 'ring': the ring (its length a multiple of 8, at least minRingBytes). */
   ring?: SharedArrayBuffer;
+  /** An inline handler loaded into this thread (see InlineSpec). */
+  inline?: InlineSpec;
 }
+
+/**
+ * A module that handles some messages in the receiver thread itself, so that the main thread
+ * is not woken for them (the shard's FIND: src/channeld/find-inline.ts). It exports
+ * `createInlineHandler(data, io)` returning `{ handle(buf, start, length): boolean }`. The
+ * thread offers it a message only when the main thread has handled every batch handed to it
+ * and no message of the batch being built precedes it, so queue order is kept: what the
+ * handler answers never overtakes an earlier message.
+ */
+export interface InlineSpec {
+  /** Absolute path of the module (required in the thread). */
+  module: string;
+  /** Its data (structured-cloned; SharedArrayBuffers are shared). */
+  data: unknown;
+}
+
+interface InlineHandler {
+  handle(buf: Buffer, start: number, length: number): boolean;
+}
+let inline: InlineHandler | undefined;
 
 export type ReceiverThreadMessage =
   | { type: 'batch'; buffer: ArrayBuffer; count: number }
@@ -99,6 +121,8 @@ function receiveBatch(d: ReceiverThreadData, ctrl: Int32Array, buf: Buffer, base
         if (Atomics.load(ctrl, CTRL_STOP) === 0) continue;
         return { type: 'end', reason: 'closed' };
       }
+      flags = c.IPC_NOWAIT;
+      if (inline !== undefined && count === 0 && Atomics.load(ctrl, CTRL_OUTSTANDING) === 0 && inline.handle(buf, base + used + 4 + c.MTYPE_BYTES, n)) continue;
       buf.writeUInt32LE(n, base + used);
       used += 4 + c.MTYPE_BYTES + n;
       count++;
@@ -194,6 +218,17 @@ function runRing(d: ReceiverThreadData, ctrl: Int32Array): End {
 
 function run(d: ReceiverThreadData): void {
   const port = parentPort!;
+  if (d.inline) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require(d.inline.module) as { createInlineHandler: (data: unknown, io: unknown) => InlineHandler };
+    inline = mod.createInlineHandler(d.inline.data, {
+      maxMessageBytes: d.maxMessageBytes,
+      msgsnd: (_mtype: number, buf: Buffer, textBytes: number) => c.msgsnd(d.queueId, buf, textBytes, c.IPC_NOWAIT),
+      errno: c.errno,
+      EAGAIN: c.EAGAIN,
+      EINTR: c.EINTR,
+    });
+  }
   const ctrl = new Int32Array(d.control);
   // In the ring, published batches reach the owner before this (it drains the ring on 'end').
   port.postMessage(d.handover === 'ring' ? runRing(d, ctrl) : runPost(d, ctrl, port));

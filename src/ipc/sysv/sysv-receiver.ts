@@ -15,13 +15,14 @@ import {
   align8,
   minRingBytes,
   type Handover,
+  type InlineSpec,
   type ReceiverThreadData,
   type ReceiverThreadMessage,
 } from './receiver-thread';
 import { MTYPE_BYTES } from './libc';
 import type { SysvQueue } from './sysv-queue';
 
-export type { Handover } from './receiver-thread';
+export type { Handover, InlineSpec } from './receiver-thread';
 
 export interface SysvReceiverOptions {
   batchBytes: number;
@@ -35,6 +36,8 @@ export interface SysvReceiverOptions {
   handover?: Handover;
   /** handover 'ring': bytes of the ring (rounded down to a multiple of 8). Default 1 MiB. */
   ringBytes?: number;
+  /** Messages handled in the receiver thread itself (receiver-thread.ts, InlineSpec). */
+  inline?: InlineSpec;
 }
 
 /** The hand-over measured faster in the layer (docs/benchmarks.md, "The hand-over decision"). */
@@ -102,6 +105,7 @@ export class SysvReceiver implements Receiver {
       handover: this.handover,
       control: this.control,
       ...(ring ? { ring } : {}),
+      ...(options.inline ? { inline: options.inline } : {}),
     };
     this.worker = new Worker(join(__dirname, 'receiver-thread.js'), { workerData: data, name: `mq-recv-${mtype}` });
     this.worker.on('message', (msg: ReceiverThreadMessage) => this.onThreadMessage(msg));

@@ -44,7 +44,16 @@ describe('channeld - shard server (over the local transport)', () => {
     return e;
   }
 
-  function shard(shardIndex: number, shards: number, recoveryMs = 50): ShardServer {
+  /** A collector stand-in for a fresh cluster: answers HELLO with "no chatD". */
+  function emptyGc(): void {
+    const gc = endpoint(MTYPE_GC, 3, false);
+    gc.start((rec, reply) => {
+      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+    });
+  }
+
+  function shard(shardIndex: number, shards: number, recoveryMs = 100, withGc = true): ShardServer {
+    if (withGc) emptyGc();
     const s = new ShardServer(endpoint(shardMtype(shardIndex), 7000 + shardIndex, false), { shard: shardIndex, shards, recoveryMs, log });
     s.start();
     closers.push(async () => s.stop());
@@ -101,7 +110,7 @@ describe('channeld - shard server (over the local transport)', () => {
     gc.start((rec, reply) => {
       if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 1]] }));
     });
-    const s = shard(0, 1, 5000);
+    const s = shard(0, 1, 5000, false);
     await new Promise((r) => setTimeout(r, 50));
     expect(s.state).to.equal('recovering');
     expect((await find(c, 0, names[0])).status).to.equal(Status.UNAVAILABLE);
@@ -115,11 +124,37 @@ describe('channeld - shard server (over the local transport)', () => {
     expect((await find(c, 0, names[2])).status).to.equal(Status.NOT_FOUND);
   });
 
-  it('goes live after the recovery window when no collector answers', async () => {
-    const s = shard(0, 1, 100);
-    const t0 = Date.now();
+  it('never goes live on a timer: with no collector it stays recovering past the recovery window, and asks again until one answers', async () => {
+    const s = shard(0, 1, 100, false);
+    const c = endpoint(chatdMtype(0), 1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(s.state).to.equal('recovering');
+    expect((await find(c, 0, 'user1')).status).to.equal(Status.UNAVAILABLE);
+    emptyGc(); // the collector is back
     await s.whenLive();
-    expect(Date.now() - t0).to.be.within(50, 2000);
+    expect((await find(c, 0, 'user1')).status).to.equal(Status.NOT_FOUND);
+  });
+
+  it('re-asks the collector while a chatD has not resynced; a chatD that died meanwhile is no longer waited for', async () => {
+    const gc = endpoint(MTYPE_GC, 3, false);
+    let chatds: [number, number][] = [[chatdMtype(0), 1], [chatdMtype(1), 2]];
+    let hellos = 0;
+    gc.start((rec, reply) => {
+      if (rec.kind === Kind.HELLO && reply) {
+        hellos++;
+        reply(Status.OK, encodePayload('helloReply', { chatds }));
+      }
+    });
+    const s = new ShardServer(endpoint(shardMtype(0), 7000, false), { shard: 0, shards: 1, recoveryMs: 100, rehelloMs: 50, log });
+    s.start();
+    closers.push(async () => s.stop());
+    const c0 = endpoint(chatdMtype(0), 1);
+    await ask(c0, 0, Kind.SYNC, { entries: [], last: true });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.state).to.equal('recovering');
+    expect(hellos, 'HELLO repeated').to.be.greaterThan(2);
+    chatds = [[chatdMtype(0), 1]]; // chatD 1 died: the collector stops naming it
+    await s.whenLive();
   });
 
   it('purges one chatD incarnation', async () => {
@@ -128,7 +163,7 @@ describe('channeld - shard server (over the local transport)', () => {
     const old = endpoint(chatdMtype(0), 1);
     for (const [i, n] of namesOn(0, 1, 5).entries()) await ask(old, 0, Kind.LOGIN, { name: n, session: i + 1, channel: 1 });
     await old.close();
-    const gc = endpoint(MTYPE_GC, 3);
+    const gc = endpoint(chatdMtype(5), 3); // the collector's mtype is taken by the stand-in answering HELLO
     const r = await ask(gc, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 1 });
     expect(decodePayload('count', r.payload)).to.deep.equal({ count: 5 });
     expect(s.directory.size).to.equal(0);

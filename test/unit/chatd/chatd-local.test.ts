@@ -4,10 +4,16 @@ import { ChatdServer } from '../../../src/chatd/chatd-server';
 import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
 import { ShardServer } from '../../../src/channeld/shard-server';
 import { loadConfig, type Config } from '../../../src/config';
+import { Collector } from '../../../src/gc/collector';
+import { Kind, Status } from '../../../src/cluster/kinds';
+import { encodePayload } from '../../../src/cluster/messages';
+import { shardFor } from '../../../src/cluster/shard-for';
 import { Endpoint } from '../../../src/ipc/endpoint';
 import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
-import { MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
+import { MTYPE_GC, MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
 import { ChatClient, loggedIn } from '../../../test/helpers/chat-client';
+import { okReply } from '../../../src/protocol/replies';
+import { findText } from '../../../src/protocol/texts';
 
 const log = pino({ level: 'silent' });
 
@@ -40,8 +46,25 @@ describe('chatd - whole front end over the local transport', () => {
     return t;
   }
 
+  /**
+   * A stand-in collector for a cluster's first start: answers HELLO with "no chatD yet", so
+   * fresh shards go live empty (a shard never goes live on a timer). Closed once they are.
+   */
+  function bootstrapGc(): () => Promise<void> {
+    const t = new LocalTransport(queue);
+    const e = new Endpoint(t, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
+    e.start((rec, reply) => {
+      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+    });
+    return async () => {
+      await e.close();
+      await t.close();
+    };
+  }
+
   async function shards(n: number, start = true): Promise<ShardServer[]> {
     const out: ShardServer[] = [];
+    const gc = start ? bootstrapGc() : undefined;
     for (let i = 0; i < n; i++) {
       const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
       const s = new ShardServer(e, { shard: i, shards: n, recoveryMs: 50, log });
@@ -53,6 +76,7 @@ describe('chatd - whole front end over the local transport', () => {
       out.push(s);
     }
     if (start) await Promise.all(out.map((s) => s.whenLive()));
+    await gc?.();
     return out;
   }
 
@@ -70,6 +94,28 @@ describe('chatd - whole front end over the local transport', () => {
     clients.push(c);
     return c;
   }
+
+  it('find replies (both forms, online and offline, en and ko) are byte for byte what okReply + JSON.stringify give', async () => {
+    await shards(2);
+    const { port } = await chatd(config());
+    await client(port, '타락파워전사', 3);
+    await client(port, 'Bob_7', 12);
+    const a = await client(port, 'Alice', 1);
+    const cases: { req: Record<string, unknown>; expected: object }[] = [];
+    const add = (id: number, req: Record<string, unknown>, expected: object) => cases.push({ req: { ...req, id }, expected });
+    add(10, { op: 'find', name: 'bob_7' }, okReply('find', 10, { name: 'Bob_7', online: true, channel: 12 }));
+    add(11, { op: 'find', name: '타락파워전사' }, okReply('find', 11, { name: '타락파워전사', online: true, channel: 3 }));
+    add(12, { op: 'find', name: 'Nobody_Here' }, okReply('find', 12, { name: 'Nobody_Here', online: false }));
+    for (const [i, [text, lang, name]] of ([['/찾기 타락파워전사', 'ko', '타락파워전사'], ['/find BOB_7', 'en', 'BOB_7'], ['/찾기 유령', 'ko', '유령'], ['/find ghost', 'en', 'ghost']] as const).entries()) {
+      const online = name.toLowerCase() === 'bob_7' ? { name: 'Bob_7', online: true, channel: 12 } : name === '타락파워전사' ? { name, online: true, channel: 3 } : { name, online: false };
+      add(20 + i, { op: 'chat', text }, okReply('chat', 20 + i, { command: 'find', result: online, text: findText(lang, online) }));
+    }
+    for (const c of cases) await a.request(c.req);
+    for (const c of cases) {
+      const text = a.texts.find((t) => t.startsWith(`{"op":"${String(c.req.op)}","id":${String(c.req.id)},`));
+      expect(text, JSON.stringify(c.req)).to.equal(JSON.stringify(c.expected));
+    }
+  });
 
   it('ends a closed connection within 2 s with no collector running (direct removal)', async () => {
     await shards(2);
@@ -147,6 +193,105 @@ describe('chatd - whole front end over the local transport', () => {
     const r = await c.request({ op: 'login', id: 3, name: 'Alice', channel: 1 });
     expect(r).to.deep.include({ op: 'login', id: 3, ok: false });
     expect((r.error as { code: string }).code).to.equal('UNAVAILABLE');
+  });
+
+  /** Kills shard `i` of `list` (its process and directory gone) and starts a new incarnation of it. */
+  async function restartShard(list: ShardServer[], i: number, n: number, incarnation: number, recoveryMs = 100): Promise<ShardServer> {
+    const old = list[i]! as unknown as { endpoint: Endpoint };
+    list[i]!.stop();
+    await old.endpoint.close();
+    const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation, maxBatchBytes: 4096 });
+    const s = new ShardServer(e, { shard: i, shards: n, recoveryMs, log });
+    closers.push(async () => {
+      s.stop();
+      await e.close();
+    });
+    s.start();
+    list[i] = s;
+    return s;
+  }
+
+  /** find from `c` for `name`: the reply's online flag, or its error code. */
+  async function findState(c: ChatClient, name: string): Promise<string> {
+    const r = await c.request({ op: 'find', name }, 3000);
+    if (!r.ok) return (r.error as { code: string }).code;
+    return r.online ? `online:${String(r.channel)}` : 'offline';
+  }
+
+  it('defect 1 - a shard restarted while the collector is away stays UNAVAILABLE past SHARD_RECOVERY_MS, never "offline"; complete once the collector is back', async function () {
+    this.timeout(15_000);
+    const list = await shards(1);
+    const cfg = config({ CHANNELD_SHARDS: '1', HEARTBEAT_MS: '50', DEAD_AFTER_MS: '300' });
+    const { port } = await chatd(cfg);
+    const a = await client(port, 'Alice', 4);
+    const b = await client(port, 'Bob', 5);
+    // gc "stopped" (none runs), the shard SIGKILLed and restarted by PM2.
+    const fresh = await restartShard(list, 0, 1, 601, 100);
+    await new Promise((r) => setTimeout(r, 600)); // well past SHARD_RECOVERY_MS (100 ms)
+    expect(fresh.state, 'no going live on a timer').to.equal('recovering');
+    for (const name of ['alice', 'bob']) expect(await findState(b, name), `find ${name} while recovering`).to.equal('UNAVAILABLE');
+    const login = await (await client(port)).request({ op: 'login', name: 'Alice', channel: 1 });
+    expect((login.error as { code: string } | undefined)?.code, 'no second login while recovering').to.equal('UNAVAILABLE');
+    // gc comes back (a real collector, fresh table): HELLO answered, RESYNC, SYNC, live.
+    const gcT = transport();
+    const gcE = new Endpoint(gcT, { mtype: MTYPE_GC, incarnation: 33, maxBatchBytes: 4096 });
+    const gc = new Collector({ endpoint: gcE, config: { shards: 1, deadAfterMs: 300, heartbeatMs: 50 }, log, drain: () => 0, liveness: () => true, timings: { warmupMs: 300, tickMs: 20 } });
+    gc.start();
+    closers.push(async () => {
+      gc.stop();
+      await gcE.close();
+    });
+    await fresh.whenLive();
+    expect(await findState(b, 'alice')).to.equal('online:4');
+    expect(await findState(a, 'bob')).to.equal('online:5');
+  });
+
+  it('defect 1 - a RESYNC that never comes: chatD resyncs the shard whose incarnation changed in the membership, and the shard waits for it', async function () {
+    this.timeout(15_000);
+    const list = await shards(2);
+    const cfg = config({ HEARTBEAT_MS: '50' });
+    const { port } = await chatd(cfg);
+    // A collector that answers heartbeats and HELLOs but whose RESYNCs are lost.
+    let shard0Inc = 500;
+    const gcT = transport();
+    const gcE = new Endpoint(gcT, { mtype: MTYPE_GC, incarnation: 34, maxBatchBytes: 4096 });
+    gcE.start((rec, reply) => {
+      if (!reply) return;
+      if (rec.kind === Kind.HEARTBEAT) reply(Status.OK, encodePayload('membership', { shards: [[0, shard0Inc], [1, 501]] }));
+      else if (rec.kind === Kind.HELLO) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 900]] }));
+    });
+    closers.push(() => gcE.close());
+    const names: string[] = [];
+    for (let i = 0; names.length < 3; i++) if (shardFor(`Zed${i}`, 2) === 0) names.push(`Zed${i}`);
+    const cs = [];
+    for (const [i, n] of names.entries()) cs.push(await client(port, n, i + 1));
+    await new Promise((r) => setTimeout(r, 200)); // chatD has seen shard 0 at incarnation 500
+    const fresh = await restartShard(list, 0, 2, 777, 100);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(fresh.state, 'the HELLO named a chatD that has not resynced').to.equal('recovering');
+    expect(await findState(cs[0]!, names[1]!)).to.equal('UNAVAILABLE');
+    shard0Inc = 777; // the collector's membership now shows the restarted shard
+    await fresh.whenLive();
+    for (const [i, n] of names.entries()) expect(await findState(cs[0]!, n), n).to.equal(`online:${i + 1}`);
+  });
+
+  it('defect 5 - 200 legacy requests whose replies nobody reads do not cut chatD off from its shards (16 KiB queue, no gc)', async function () {
+    this.timeout(20_000);
+    queue = new LocalQueue(16384, 8192); // the kernel's default: 16 unread 1 KiB replies fill it
+    await shards(2);
+    const { server, port } = await chatd(config({ CHATD_REQUEST_TIMEOUT_MS: '1000' }));
+    const a = await client(port, 'Alice', 2);
+    const peer = transport(); // a C peer: 200 requests on mtype 1, replies on mtype 2 never read
+    for (let i = 0; i < 200; i++) peer.send(MTYPE_LEGACY_REQUEST, legacyReplyBody(i % 2 ? '/find alice' : '/찾기 nobody'));
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    const replies = await Promise.all(Array.from({ length: 40 }, () => a.request({ op: 'find', name: 'alice' }, 5000)));
+    const failed = replies.filter((r) => !r.ok || r.online !== true);
+    expect(failed.slice(0, 3), `${failed.length} of 40 finds failed`).to.deep.equal([]);
+    expect(Date.now() - t0).to.be.below(3000);
+    const legacy = server.legacy.counters as unknown as Record<string, number>;
+    expect(legacy.shed, 'legacy requests shed (counted) once their replies hold half the queue').to.be.greaterThan(0);
+    expect(queue.stat().bytes, 'unread legacy replies bounded to half the queue').to.be.at.most(8192 + 2048);
   });
 
   it('forwards a whisper to a character held by another chatD', async () => {

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { isValidName, normalizeName } from '../../../src/cluster/names';
 
 const NFC = '타락파워전사';
@@ -9,6 +10,12 @@ describe('cluster - names', () => {
     expect(NFD).to.not.equal(NFC); // the test is meaningful only if the forms differ
     expect(normalizeName(NFD)).to.equal(normalizeName(NFC));
     expect(normalizeName(NFD)).to.equal(NFC);
+  });
+
+  it('normalizeName - the ASCII fast path gives what the full NFC, lower case, NFC path gives (fast-check)', () => {
+    const full = (s: string): string => s.normalize('NFC').toLowerCase().normalize('NFC');
+    fc.assert(fc.property(fc.string({ unit: 'binary-ascii', maxLength: 30 }), (s) => normalizeName(s) === full(s)), { numRuns: 3000 });
+    fc.assert(fc.property(fc.string({ unit: 'grapheme', maxLength: 30 }), (s) => normalizeName(s) === full(s)), { numRuns: 3000 });
   });
 
   it('normalizeName - is case-insensitive', () => {

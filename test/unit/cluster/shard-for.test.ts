@@ -1,5 +1,7 @@
 import { expect } from 'chai';
-import { fnv1a32, shardFor } from '../../../src/cluster/shard-for';
+import fc from 'fast-check';
+import { fnv1a32, fnv1a32String, shardFor, shardOfKey } from '../../../src/cluster/shard-for';
+import { normalizeName } from '../../../src/cluster/names';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -15,6 +17,24 @@ describe('cluster - shard-for', () => {
     expect(fnv1a32(utf8(''))).to.equal(0x811c9dc5);
     expect(fnv1a32(utf8('a'))).to.equal(0xe40c292c);
     expect(fnv1a32(utf8('foobar'))).to.equal(0xbf9cf968);
+  });
+
+  it('fnv1a32String - equals fnv1a32 of the UTF-8 bytes for any string, lone surrogates included (fast-check)', () => {
+    for (const s of ['', 'a', 'foobar', '타락파워전사', 'é', '😀', '\ud800', 'a\udc00b', '\udbff\udfff']) {
+      expect(fnv1a32String(s), JSON.stringify(s)).to.equal(fnv1a32(utf8(s)));
+    }
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (s) => fnv1a32String(s) === fnv1a32(utf8(s))),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('shardOfKey - the same shard as shardFor for the key of any name (fast-check)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 24 }), fc.integer({ min: 1, max: 64 }), (name, n) =>
+        shardOfKey(normalizeName(name), n) === shardFor(name, n)),
+      { numRuns: 2000 },
+    );
   });
 
   it('fnv1a32 - matches a BigInt reference and stays unsigned', () => {

@@ -4,9 +4,11 @@ import { EMPTY, decodePayload, encodePayload } from '../../../src/cluster/messag
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
 import { shardFor } from '../../../src/cluster/shard-for';
 import { waitFor } from '../../helpers/wait';
+import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
 import { linesWith, makeRig, type Rig } from './gc-rig';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const HYGIENE = 'queue hygiene: drained messages nobody reads';
 
 /** A name that routes to `shard` of `shards`. */
 function nameOn(shard: number, shards: number): string {
@@ -103,10 +105,11 @@ describe('gc collector', function () {
     });
 
     it('hello - a restarted shard (new incarnation) replaces the old one without draining its mailbox', async () => {
-      rig = makeRig();
+      rig = makeRig({ timings: { tickMs: 60_000 } });
       const old = rig.shard(0, 1);
       await old.heartbeat('channeld', 0);
       await old.close();
+      rig.alive.delete(old.pid); // the old process is gone (the pid check has not run yet)
       const fresh = rig.shard(0, 2);
       await fresh.request(Kind.HELLO, encodePayload('hello', { shard: 0 }));
       const died = linesWith(rig.lines, 'process died');
@@ -295,10 +298,47 @@ describe('gc collector', function () {
       expect(rig.collector.table.get(s.mtype)).to.not.equal(undefined);
     });
 
-    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+    it('forged envelope - a new chatD incarnation claimed by one record of unknown kind purges nothing (defect 2)', async () => {
       rig = makeRig({ shards: 2 });
       const { shards, chatd } = await cluster(2);
-      await chatd.close(); // the old process is gone (its pid may linger: PM2 restarts fast)
+      // What the probe sent: gc's mtype, a header claiming a new incarnation of the live chatD,
+      // an unknown kind, an empty payload; as a request and as a one-way record.
+      for (const reqId of [0, 77]) {
+        const forged = encodeEnvelope({ from: chatd.mtype, fromIncarnation: chatd.incarnation + 1000 + reqId, toIncarnation: 0 }, [
+          { kind: 0x42, reqId, deadline: 0, payload: Buffer.alloc(0) },
+        ]);
+        expect(rig.queue.trySend(MTYPE_GC, forged)).to.equal(true);
+      }
+      // and records of known kinds, well-formed envelopes, but invalid payloads
+      const forgedHello = encodeEnvelope({ from: chatd.mtype, fromIncarnation: chatd.incarnation + 5, toIncarnation: 0 }, [
+        { kind: Kind.SESSION_END, reqId: 9, deadline: 0, payload: Buffer.from('garbage') },
+        { kind: Kind.HEARTBEAT, reqId: 10, deadline: 0, payload: Buffer.alloc(0) },
+      ]);
+      expect(rig.queue.trySend(MTYPE_GC, forgedHello)).to.equal(true);
+      await sleep(200);
+      expect(linesWith(rig.lines, 'process died'), 'no death from one unvalidated record').to.have.length(0);
+      for (const s of shards) expect(s.kinds(Kind.PURGE), 'no PURGE').to.have.length(0);
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation, 'the live chatD keeps its mtype').to.equal(chatd.incarnation);
+      expect(rig.collector.counters.deaths).to.equal(0);
+      // A validated heartbeat of a new incarnation while the old pid is alive is refused too (evidence first).
+      await chatd.close(); // its receiver stops (the pid stays alive): the reply goes to the impostor
+      const impostor = rig.chatd(0, chatd.incarnation + 9);
+      expect((await impostor.heartbeat('chatd', 0)).status).to.equal(Status.UNAVAILABLE);
+      expect(rig.collector.counters.deaths).to.equal(0);
+      // Once the old pid is gone (the evidence), the new incarnation takes over.
+      rig.alive.delete(chatd.pid);
+      await waitFor(() => rig.collector.counters.deaths === 1, 2000, 5, 'old chatD dead by pid');
+      expect((await impostor.heartbeat('chatd', 0)).status).to.equal(Status.OK);
+      expect(rig.collector.table.get(chatd.mtype)?.incarnation).to.equal(impostor.incarnation);
+      await rig.collector.settled();
+      expect((rig.collector.counters as unknown as Record<string, number>).ignoredRecords, 'unknown kinds counted').to.equal(2);
+    });
+
+    it('chatD restart - a new incarnation heartbeating: PURGE of the old one, no drain', async () => {
+      rig = makeRig({ shards: 2, timings: { tickMs: 60_000 } });
+      const { shards, chatd } = await cluster(2);
+      await chatd.close(); // the old process is gone; the pid check has not run yet
+      rig.alive.delete(chatd.pid);
       const fresh = rig.chatd(0, chatd.incarnation + 1);
       expect((await fresh.heartbeat('chatd', 0)).status).to.equal(Status.OK);
       const [report] = await rig.collector.settled();
@@ -379,26 +419,89 @@ describe('gc collector', function () {
       expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
     });
 
-    it('hygiene - legacy replies drained once the queue stays over half full; out-of-plan junk at once', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 100 } });
-      const body = Buffer.alloc(1024, 0x41);
-      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, body)).to.equal(true);
-      // Shard 50 of 2: nobody's mailbox. Over high water it goes at once.
+    it('legacy replies - over half full they are dropped at once, whatever their age, by legacy expiry alone (defect 5)', async () => {
+      rig = makeRig();
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`r${i}`))).to.equal(true);
+      // Shard 50 of 2: nobody's mailbox; once the legacy replies are gone the queue is below
+      // high water, so hygiene leaves it for its age (junkAgeMs, 3 s by default).
       rig.queue.trySend(shardMtype(0) + 50, Buffer.from('someone else'));
-      await sleep(50);
-      expect(rig.queue.stat().messages).to.equal(10); // legacy replies not yet: the queue must stay full for highWaterForMs
-      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain');
-      expect(rig.queue.stat().messages).to.equal(0);
-      const lines = linesWith(rig.lines, 'queue hygiene: drained messages nobody reads');
-      expect(lines.map((l) => l.byClass)).to.deep.equal([{ outOfPlan: 1 }, { legacyReply: 10 }]);
-      expect(lines[1]).to.include({ reason: 'fill' });
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain by fill');
+      expect(rig.queue.stat().messages).to.equal(1);
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 10, byFill: true });
+      expect(linesWith(rig.lines, HYGIENE), 'hygiene takes nothing of mtype 2').to.have.length(0);
     });
 
-    it('hygiene - below half full nothing is drained', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 20 } });
-      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024));
-      await sleep(150);
-      expect(rig.queue.stat().messages).to.equal(3);
+    it('legacy replies - below half full: old ones expire by age, young ones stay, in order (defect 5)', async () => {
+      rig = makeRig({ timings: { legacyTtlMs: 1000 } });
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`old${i}`, now - 5000));
+      rig.queue.trySend(MTYPE_LEGACY_REPLY, Buffer.alloc(1024)); // not a reply of ours: junk
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`new${i}`, now));
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 4, 2000, 5, 'old replies expired');
+      await sleep(100);
+      const left = rig.queue.take(MTYPE_LEGACY_REPLY, 100).map((b) => legacyRequestText(b));
+      expect(left).to.have.members(['new0', 'new1', 'new2']);
+    });
+
+    it('hygiene - over half full: junk of nobody goes at once (hygiene), legacy replies too (legacy expiry); each takes only its own', async () => {
+      rig = makeRig();
+      // Shard 50 of 2: nobody's mailbox. 9 KB of it keep the queue over half full by themselves.
+      for (let i = 0; i < 9; i++) expect(rig.queue.trySend(shardMtype(0) + 50, Buffer.alloc(1000, 1))).to.equal(true);
+      for (let i = 0; i < 4; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`))).to.equal(true);
+      await waitFor(() => rig.queue.stat().messages === 0, 2000, 5, 'junk and legacy replies drained');
+      const lines = linesWith(rig.lines, HYGIENE);
+      expect(lines.map((l) => l.byClass)).to.deep.equal([{ outOfPlan: 9 }]);
+      expect(lines[0]).to.include({ reason: 'fill' });
+      expect(linesWith(rig.lines, 'legacy replies expired')).to.have.length(1);
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 4, byFill: true });
+      expect(rig.collector.counters).to.include({ legacyRepliesDrained: 4, drainedMessages: 13 });
+      expect((rig.collector.status().hygiene as { byClass: Record<string, number> }).byClass).to.not.have.property('legacyReply');
+    });
+
+    it('legacy replies - a queue over half full by message count (tiny messages, few bytes) drops them too', async () => {
+      rig = makeRig();
+      const c = rig.chatd(0);
+      await c.heartbeat('chatd', 0); // a live chatD: mtype 1 is its gateway's, hygiene leaves it
+      for (let i = 0; i < 9000; i++) rig.queue.trySend(1, Buffer.alloc(0));
+      for (let i = 0; i < 2; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`))).to.equal(true);
+      expect(rig.queue.stat().bytes).to.be.below(16384 / 2); // by bytes the queue is not over half full
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 2, 2000, 5, 'legacy drain by count');
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 2, byFill: true });
+      expect(rig.queue.stat().messages).to.equal(9000); // the live chatD's mtype 1 is kept
+    });
+
+    it('hygiene - vacant mailboxes drained at once while the queue is over half full', async () => {
+      rig = makeRig({ shards: 1 });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      await s.close();
+      rig.alive.delete(s.pid);
+      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      await rig.collector.settled();
+      for (let i = 0; i < 10; i++) expect(rig.queue.trySend(s.mtype, Buffer.alloc(1000, 1))).to.equal(true);
+      await waitFor(() => rig.queue.stat().messages === 0, 3000, 5, 'vacant mailbox drain');
+      const line = linesWith(rig.lines, HYGIENE);
+      expect(line).to.have.length(1);
+      expect(line[0]).to.deep.include({ reason: 'fill', byClass: { deadProcess: 10 }, mtypes: [s.mtype] });
+    });
+
+    it('hygiene - below half full a vacant mailbox goes by age; young legacy replies are never hygiene\'s', async () => {
+      rig = makeRig({ shards: 1, hygiene: { junkAgeMs: 300 } });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      await s.close();
+      rig.alive.delete(s.pid);
+      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      await rig.collector.settled();
+      for (let i = 0; i < 2; i++) rig.queue.trySend(s.mtype, Buffer.from('request to a dead shard'));
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`));
+      await sleep(60);
+      expect(rig.queue.stat().messages).to.equal(5); // younger than junkAgeMs
+      await waitFor(() => rig.queue.stat().messages === 3, 2000, 5, 'vacant mailbox drained by age');
+      await sleep(200); // more sweeps
+      // All three still there (legacy expiry may have put the first one back at the tail).
+      expect(rig.queue.take(MTYPE_LEGACY_REPLY, 100).map((b) => legacyRequestText(b))).to.have.members(['young0', 'young1', 'young2']);
+      expect(linesWith(rig.lines, HYGIENE).map((l) => [l.reason, l.byClass])).to.deep.equal([['age', { deadProcess: 2 }]]);
     });
   });
 });

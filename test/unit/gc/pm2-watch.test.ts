@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SupervisorEvent } from '../../../src/gc/collector';
-import { connectPm2, pm2DaemonReachable } from '../../../src/gc/pm2-client';
+import { connectPm2, pm2DaemonReachable } from '../../../src/runtime/pm2-client';
 import { Pm2Watch, mtypeForApp, toSupervisorEvent } from '../../../src/gc/pm2-watch';
 import { chatdMtype, shardMtype } from '../../../src/ipc';
 import { waitFor } from '../../helpers/wait';

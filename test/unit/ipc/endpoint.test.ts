@@ -258,6 +258,7 @@ describe('ipc/endpoint over LocalTransport', function () {
     const { r, asker } = pair({ backlogMessages: 1 });
     const filler = Buffer.alloc(1000);
     while (r.rawSend(NOBODY, filler)); // the queue is full
+    while (r.rawSend(NOBODY, Buffer.alloc(1))); // to the last byte (backlogs are per destination: a small envelope would fit)
     r.transports[0]!.send(NOBODY, filler); // the asker's one backlog slot is taken
     const err = await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000), 'UNAVAILABLE');
     expect(err.cause).to.be.instanceOf(BacklogFullError);
@@ -285,6 +286,84 @@ describe('ipc/endpoint over LocalTransport', function () {
     await sleep(60);
     expect(server.counters.recordsSent).to.equal(1);
     expect(asker.counters).to.include({ repliesReceived: 1, late: 0 });
+  });
+
+  it('call - a ReplySink gets each outcome once with its ctx, never synchronously; string payloads go as UTF-8', async () => {
+    const { asker, server } = pair();
+    server.start((rec, reply) => {
+      if (rec.payload.toString() === 'silent') return;
+      reply!(rec.payload[0] === 0x21 ? 7 : 0, Buffer.concat([Buffer.from('re:'), rec.payload]));
+    });
+    const seen: string[] = [];
+    let sync = true;
+    const sink = {
+      onReply(ctx: { n: number }, status: number, body: Buffer, start: number, end: number, from: number) {
+        expect(sync, 'never inside call()').to.equal(false);
+        seen.push(`${ctx.n}:${status}:${body.toString('utf8', start, end)}:${from}`);
+      },
+      onFailure(ctx: { n: number }, err: RequestError) {
+        expect(sync, 'never inside call()').to.equal(false);
+        seen.push(`${ctx.n}:${err.code}`);
+      },
+    };
+    asker.call(SERVER, KIND_ECHO, '타락', 1000, sink, { n: 1 });
+    asker.call(SERVER, KIND_ECHO, Buffer.from('!bang'), 1000, sink, { n: 2 });
+    asker.call(SERVER, KIND_ECHO, 'silent', 80, sink, { n: 3 });
+    asker.call(SERVER, KIND_ECHO, Buffer.alloc(70_000), 1000, sink, { n: 4 }); // cannot fit: UNAVAILABLE, later
+    sync = false;
+    await waitFor(() => seen.length === 4, 3000, 5, 'four outcomes');
+    expect(seen.sort()).to.deep.equal([`1:0:re:타락:${SERVER}`, `2:7:re:!bang:${SERVER}`, '3:TIMEOUT', '4:UNAVAILABLE']);
+    expect(asker.pendingRequests).to.equal(0);
+  });
+
+  it('request ids - a slot is reused with a new id; a reply to the old id is late, not taken for the new request', async () => {
+    const { asker, server } = pair();
+    const held: (() => void)[] = [];
+    server.start((rec, reply) => held.push(() => reply!(0, Buffer.from(`answer to ${rec.payload.toString()}`))));
+    await expectRequestError(asker.request(SERVER, KIND_ECHO, Buffer.from('first'), 50), 'TIMEOUT');
+    const slots = (): Uint32Array => (asker as unknown as { slotIds: Uint32Array }).slotIds;
+    const firstId = slots()[0];
+    expect(firstId, 'the first request used slot 0 and gave it back').to.equal(0);
+    const second = asker.request(SERVER, KIND_ECHO, Buffer.from('second'), 3000);
+    const secondId = slots()[0]!;
+    expect(secondId & 0xfffff, 'the second request reuses slot 0').to.equal(0);
+    await waitFor(() => held.length === 2, 2000, 5, 'both requests reached the server');
+    held[0]!(); // the first request's answer, late, while slot 0 is taken by the second
+    await sleep(50);
+    expect(asker.counters.late).to.equal(1);
+    held[1]!();
+    expect((await second).payload.toString()).to.equal('answer to second');
+  });
+
+  it('reply deadline - a reply that arrives after its request\'s deadline is dropped as late', async () => {
+    const { r, asker } = pair();
+    // A hand-made reply to a live request id, carrying a deadline already past.
+    const p = asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 300);
+    // The live request's id, read from the endpoint's slot table.
+    const reqId = (asker as unknown as { slotIds: Uint32Array }).slotIds.find((id) => id !== 0)!;
+    r.transports[1]!.send(ASKER, encodeEnvelope({ from: SERVER, fromIncarnation: 5, toIncarnation: 0 }, [
+      { kind: KIND_ECHO | 0x80, reqId, deadline: deadlineIn(-10), payload: Buffer.from('stale') },
+    ]));
+    await expectRequestError(p, 'TIMEOUT');
+    expect(asker.counters.late).to.equal(1);
+    expect(asker.counters.repliesReceived).to.equal(0);
+  });
+
+  it('adaptive batching - with one envelope of requests allowed in flight, a burst to a slow server travels in few envelopes', async () => {
+    const r = rig(2);
+    const asker = scope.track(new Endpoint(r.transports[0]!, { mtype: ASKER, incarnation: newIncarnation(), maxBatchBytes: 8192, timeoutSweepMs: 5, maxEnvelopesInFlight: 1 }));
+    asker.start(() => {});
+    const server = endpoint(r.transports[1]!, SERVER);
+    server.start((rec, reply) => setTimeout(() => reply!(0, rec.payload), 20)); // answers 20 ms later
+    const all: Promise<Reply>[] = [];
+    // 20 turns of 50 requests each: with one envelope outstanding, each turn's requests wait.
+    for (let turn = 0; turn < 20; turn++) {
+      for (let i = 0; i < 50; i++) all.push(asker.request(SERVER, KIND_ECHO, Buffer.from(`t${turn}r${i}`), 5000));
+      await new Promise((res) => setImmediate(res));
+    }
+    const replies = await Promise.all(all);
+    expect(replies.map((x) => x.payload.toString())).to.deep.equal(all.map((_, k) => `t${Math.floor(k / 50)}r${k % 50}`));
+    expect(asker.counters.envelopesSent, 'envelopes for 1,000 requests over 20 turns').to.be.at.most(6);
   });
 
   it('close - rejects pending requests with UNAVAILABLE, and refuses new ones', async () => {

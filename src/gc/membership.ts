@@ -1,0 +1,164 @@
+import { Kind, Status } from '../cluster/kinds';
+import { EMPTY, decodePayload, encodePayload, type HeartbeatPayload } from '../cluster/messages';
+import type { ReplyFn } from '../ipc/endpoint';
+import type { InboundRecord } from '../ipc/envelope';
+import { MTYPE_GC, chatdMtype, shardMtype } from '../ipc/mtypes';
+import type { GcContext } from './gc-context';
+import type { Death, SightingResult } from './process-table';
+
+/** What a supervisor (PM2) told us: an app instance exited or is being stopped. */
+export interface SupervisorEvent {
+  readonly event: 'exit' | 'stop';
+  readonly mtype: number;
+  /** When known (PM2's exit events do not carry it). */
+  readonly pid?: number;
+  /** Wall-clock ms of the event. */
+  readonly at?: number;
+}
+
+/**
+ * Who is alive (docs/gc.md "What it knows"): HEARTBEAT and HELLO, PM2 events, revivals, and
+ * the RESYNCs a restarted shard needs.
+ */
+export class Membership {
+  constructor(
+    private readonly ctx: GcContext,
+    private readonly onDeath: (d: Death) => void,
+    private readonly badRequest: (rec: InboundRecord, reply: ReplyFn, why: string) => void,
+  ) {}
+
+  noteSighting(r: SightingResult): void {
+    if (r.replaced) this.onDeath(r.replaced);
+  }
+
+  /** PM2 said an app instance exited (or is being stopped). */
+  supervisorEvent(ev: SupervisorEvent): Death | undefined {
+    const { table, liveness } = this.ctx;
+    const e = table.get(ev.mtype);
+    if (!e) return undefined;
+    const at = ev.at ?? this.ctx.now();
+    // An incarnation first heard of after the event is the restarted one, not the one that exited.
+    if (e.firstSeenAt > at) return undefined;
+    if (ev.pid !== undefined && e.pid !== 0 && ev.pid !== e.pid) return undefined;
+    const checkable = e.pid !== 0 && e.pidCheck;
+    if (checkable && liveness(e.pid)) return undefined; // still there: the pid check will see it go
+    if (!checkable && ev.event !== 'exit') return undefined; // a stop request is no proof; silence will tell
+    const d = table.markDead(e.mtype, e.incarnation, 'pm2', this.ctx.now());
+    if (d) this.onDeath(d);
+    return d;
+  }
+
+  onHeartbeat(rec: InboundRecord, reply: ReplyFn): void {
+    const ctx = this.ctx;
+    const p = decodePayload('heartbeat', rec.payload);
+    if (!p) return this.badRequest(rec, reply, 'bad heartbeat payload');
+    const expected = expectedMtype(p);
+    if (expected !== rec.from) return this.badRequest(rec, reply, `heartbeat of ${p.role} ${p.index} from mtype ${rec.from}`);
+    ctx.counters.heartbeats++;
+    if (p.role === 'gc') {
+      ctx.warnOnce(`gc:${rec.fromIncarnation}`, { incarnation: rec.fromIncarnation, pid: p.pid }, 'another collector is heartbeating on the gc mtype; only one may run per queue');
+    } else {
+      if (this.refuseNewIncarnation(rec, p.pid)) return reply(Status.UNAVAILABLE, EMPTY);
+      const now = ctx.now();
+      const r = ctx.table.heartbeat(rec.from, rec.fromIncarnation, p.pid, now);
+      this.noteSighting(r);
+      if (r.entry && r.entry.heartbeats === 1) this.checkPidVisible(r.entry.mtype, p.pid);
+      if (r.fromDead) this.maybeRevive(rec.from, rec.fromIncarnation, p.pid);
+    }
+    if (ctx.warming) {
+      ctx.counters.warmupRefusals++;
+      return reply(Status.UNAVAILABLE, EMPTY);
+    }
+    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards() }));
+  }
+
+  onHello(rec: InboundRecord, reply: ReplyFn): void {
+    const ctx = this.ctx;
+    const p = decodePayload('hello', rec.payload);
+    if (!p) return this.badRequest(rec, reply, 'bad hello payload');
+    if (rec.from !== shardMtype(p.shard)) return this.badRequest(rec, reply, `hello of shard ${p.shard} from mtype ${rec.from}`);
+    ctx.counters.hellos++;
+    if (this.refuseNewIncarnation(rec, 0)) return reply(Status.UNAVAILABLE, EMPTY);
+    // A validated HELLO puts a restarted shard in the table at once (the old one is gone).
+    this.noteSighting(ctx.table.sighting(rec.from, rec.fromIncarnation, ctx.now()));
+    if (ctx.warming) {
+      ctx.counters.warmupRefusals++;
+      return reply(Status.UNAVAILABLE, EMPTY);
+    }
+    const chatds = ctx.table.liveChatds();
+    reply(Status.OK, encodePayload('helloReply', { chatds }));
+    for (const [mtype, inc] of chatds) this.postResync(mtype, inc, p.shard, rec.fromIncarnation);
+    ctx.log.info({ shard: p.shard, shardInc: rec.fromIncarnation, chatds: chatds.length }, 'shard hello: chatDs asked to resync');
+  }
+
+  /**
+   * Death is established from evidence, never from one record: a new incarnation speaking on an
+   * mtype whose current holder has a checkable pid that is alive is refused (UNAVAILABLE; a real
+   * successor retries, and is admitted once the pid check or PM2 saw the old one go, within a
+   * tick). Holders whose pid cannot be checked are replaced by a validated record, as before.
+   */
+  private refuseNewIncarnation(rec: InboundRecord, pid: number): boolean {
+    const ctx = this.ctx;
+    const cur = ctx.table.get(rec.from);
+    if (!cur || cur.incarnation === rec.fromIncarnation) return false;
+    if (ctx.table.isDead(rec.from, rec.fromIncarnation)) return false; // a revival: handled by the caller
+    if (cur.pid === 0 || !cur.pidCheck || !ctx.liveness(cur.pid)) return false;
+    if (pid !== 0 && pid === cur.pid) return false; // the same process restarted its endpoint
+    ctx.counters.refusedIncarnations++;
+    ctx.warnOnce(
+      `refused:${rec.from}:${rec.fromIncarnation}`,
+      { mtype: rec.from, claimed: rec.fromIncarnation, holder: cur.incarnation, holderPid: cur.pid, claimedPid: pid },
+      'new incarnation claimed while the holder of the mtype is alive: refused until its death is established',
+    );
+    return true;
+  }
+
+  /** A pid that does not exist from here although its process just spoke: another pid namespace. */
+  private checkPidVisible(mtype: number, pid: number): void {
+    if (this.ctx.liveness(pid)) return;
+    const e = this.ctx.table.get(mtype);
+    if (!e) return;
+    e.pidCheck = false;
+    this.ctx.warnOnce(`pid:${mtype}:${e.incarnation}`, { mtype, pid }, 'heartbeat pid not visible from the collector; liveness of this process by heartbeats and PM2 only');
+  }
+
+  /** Heartbeats from an incarnation declared dead: take it back if it is really there. */
+  private maybeRevive(mtype: number, incarnation: number, pid: number): void {
+    const ctx = this.ctx;
+    if (!ctx.liveness(pid)) return; // a stale heartbeat of a process that is gone
+    const entry = ctx.table.revive(mtype, incarnation, pid, ctx.now());
+    if (!entry) {
+      ctx.warnOnce(`stale:${mtype}:${incarnation}`, { mtype, incarnation, pid }, 'heartbeat from an incarnation that a newer one replaced');
+      return;
+    }
+    ctx.counters.revived++;
+    ctx.log.warn({ mtype, role: entry.role, incarnation, pid }, 'process declared dead is alive; taken back');
+    if (entry.role === 'chatd') {
+      // Its entries were purged: have it resend its sessions to every live shard.
+      for (const [shard, shardInc] of ctx.table.liveShards()) this.postResync(mtype, incarnation, shard, shardInc);
+    }
+  }
+
+  private postResync(chatd: number, chatdInc: number, shard: number, shardInc: number): void {
+    const ctx = this.ctx;
+    try {
+      ctx.endpoint.post(chatd, { kind: Kind.RESYNC, payload: encodePayload('resync', { shard, shardInc }) }, chatdInc, (err) =>
+        ctx.log.warn({ err, chatd, shard }, 'resync could not be sent'),
+      );
+      ctx.counters.resyncsPosted++;
+    } catch (err) {
+      ctx.log.warn({ err, chatd, shard }, 'resync could not be sent');
+    }
+  }
+}
+
+/** The mtype a heartbeat's role and index stand for. */
+export function expectedMtype(p: HeartbeatPayload): number | undefined {
+  try {
+    if (p.role === 'gc') return MTYPE_GC;
+    if (p.role === 'channeld') return shardMtype(p.index);
+    return chatdMtype(p.index);
+  } catch {
+    return undefined;
+  }
+}
