@@ -23,9 +23,15 @@ export interface Config {
   readonly maxConnections: number;
   readonly requestTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /** A client frame must be complete this long after its first byte arrived. */
+  readonly frameTimeoutMs: number;
   readonly ratePerSec: number;
   readonly rateBurst: number;
   readonly writeBufferBytes: number;
+  /** Unsent bytes to one client (replies included) past which it is closed. */
+  readonly maxUnsentBytes: number;
+  /** Unsent bytes to all clients together past which pushes are shed and laggards not read. */
+  readonly outputBudgetBytes: number;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   readonly shardRecoveryMs: number;
@@ -95,9 +101,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxConnections: raw.CHATD_MAX_CONNECTIONS as number,
     requestTimeoutMs: raw.CHATD_REQUEST_TIMEOUT_MS as number,
     idleTimeoutMs: raw.CHATD_IDLE_TIMEOUT_MS as number,
+    frameTimeoutMs: raw.CHATD_FRAME_TIMEOUT_MS as number,
     ratePerSec: raw.CHATD_RATE_PER_SEC as number,
     rateBurst: raw.CHATD_RATE_BURST as number,
     writeBufferBytes: raw.CHATD_WRITE_BUFFER_BYTES as number,
+    maxUnsentBytes: raw.CHATD_MAX_UNSENT_BYTES as number,
+    outputBudgetBytes: raw.CHATD_OUTPUT_BUDGET_BYTES as number,
     heartbeatMs: raw.HEARTBEAT_MS as number,
     deadAfterMs: raw.DEAD_AFTER_MS as number,
     shardRecoveryMs: raw.SHARD_RECOVERY_MS as number,

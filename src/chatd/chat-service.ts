@@ -211,8 +211,9 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
 
   private chat(s: Session, text: string): Fields | Promise<Fields> {
     if (!text.startsWith('/')) {
-      const push = messagePush(s.name, s.channel, text);
-      for (const other of this.sessions.inChannel(s.channel)) if (other !== s) other.conn.push(push);
+      // Serialized once for every member (a channel may have thousands).
+      const push = JSON.stringify(messagePush(s.name, s.channel, text));
+      for (const other of this.sessions.inChannel(s.channel)) if (other !== s) other.conn.pushJson(push);
       return {};
     }
     const cmd = parseSlashCommand(text);

@@ -175,7 +175,9 @@ export class Endpoint {
   private openCount = 0;
   private last: OpenBatch | undefined;
   private flushScheduled = false;
+  /** Runs only while requests are pending: an idle process is not woken 50 times a second. */
   private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly sweepMs: number;
   private receiverOf: Receiver | undefined;
   private handler: RecordHandler | undefined;
   private closed = false;
@@ -221,8 +223,7 @@ export class Endpoint {
     // Generations start at random, so that a restarted process does not reuse the ids of
     // its previous life in the same order (its replies are dropped by incarnation anyway).
     for (let i = 0; i < INITIAL_SLOTS; i++) this.slotGen[i] = 1 + Math.floor(Math.random() * MAX_GEN);
-    this.sweepTimer = setInterval(() => this.sweep(), options.timeoutSweepMs ?? 20);
-    this.sweepTimer.unref();
+    this.sweepMs = options.timeoutSweepMs ?? 20;
   }
 
   /** Starts receiving this endpoint's mtype. `handler` sees one-way records and requests. */
@@ -280,6 +281,10 @@ export class Endpoint {
     this.slotSink[slot] = sink as ReplySink<unknown>;
     this.slotCtx[slot] = ctx;
     this.pendingCount++;
+    if (this.sweepTimer === undefined) {
+      this.sweepTimer = setInterval(this.sweepNow, this.sweepMs);
+      this.sweepTimer.unref();
+    }
     let fifo = this.fifos.get(timeoutMs);
     if (!fifo) this.fifos.set(timeoutMs, (fifo = { ids: [], head: 0 }));
     fifo.ids.push(reqId);
@@ -612,6 +617,14 @@ export class Endpoint {
     sink.onFailure(ctx, new RequestError('TIMEOUT', 'no reply in time'));
   }
 
+  private readonly sweepNow = (): void => {
+    this.sweep();
+    if (this.pendingCount === 0 && this.sweepTimer !== undefined) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
+    }
+  };
+
   /** Fails every request whose time is up, earliest deadline first across the timeout lengths. */
   private sweep(): void {
     const now = Date.now();
@@ -655,6 +668,7 @@ export class Endpoint {
     this.flush();
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
     for (let slot = 0; slot < this.slotsUsed; slot++) {
       if (this.slotIds[slot] === 0) continue;
       const sink = this.slotSink[slot]!;

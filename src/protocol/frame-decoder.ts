@@ -57,13 +57,28 @@ export class FrameDecoder {
    * Chunks are kept by reference until their frame completes: do not reuse them.
    */
   push(chunk: Buffer): unknown[] {
+    this.append(chunk);
+    return this.next(Infinity);
+  }
+
+  /** Keeps bytes for next() without decoding anything yet. Throws FrameError after a failure. */
+  append(chunk: Buffer): void {
     if (this.failure) throw new FrameError(this.failure.message);
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.queued += chunk.length;
     }
+  }
+
+  /**
+   * Decodes up to `max` complete frames from what was appended (the rest stays buffered, as
+   * bytes: a caller that serves frames in bounded batches holds no decoded backlog).
+   * Throws FrameError, whose `decoded` holds the frames of this call before the bad one.
+   */
+  next(max: number): unknown[] {
+    if (this.failure) throw new FrameError(this.failure.message);
     const out: unknown[] = [];
-    for (;;) {
+    while (out.length < max) {
       if (this.bodyLength < 0) {
         if (this.queued < HEADER_BYTES) break;
         const length = this.take(HEADER_BYTES).readUInt32BE(0);
@@ -80,6 +95,16 @@ export class FrameDecoder {
       out.push(this.parse(body, out));
     }
     return out;
+  }
+
+  /** True when a whole frame (or a bad header) waits to be taken by next(). */
+  get hasFrame(): boolean {
+    if (this.failure) return false;
+    if (this.bodyLength >= 0) return this.queued >= this.bodyLength;
+    if (this.queued < HEADER_BYTES) return false;
+    const first = this.chunks[0]!;
+    const length = first.length >= HEADER_BYTES ? first.readUInt32BE(0) : Buffer.concat(this.chunks.slice(0, HEADER_BYTES)).readUInt32BE(0);
+    return length === 0 || length > this.maxFrameBytes || this.queued >= HEADER_BYTES + length;
   }
 
   private parse(body: Buffer, decoded: unknown[]): unknown {

@@ -230,3 +230,29 @@ describe('protocol/frame-decoder', () => {
     });
   });
 });
+
+describe('FrameDecoder - bounded batches (append / next / hasFrame)', () => {
+  it('hands out at most max frames per next(), the rest stays buffered as bytes', () => {
+    const d = new FrameDecoder(1024);
+    d.append(Buffer.concat(Array.from({ length: 5 }, (_, i) => encodeFrame({ i }))));
+    expect(d.hasFrame).to.equal(true);
+    expect(d.next(2)).to.deep.equal([{ i: 0 }, { i: 1 }]);
+    expect(d.next(2)).to.deep.equal([{ i: 2 }, { i: 3 }]);
+    expect(d.hasFrame).to.equal(true);
+    expect(d.next(2)).to.deep.equal([{ i: 4 }]);
+    expect(d.hasFrame).to.equal(false);
+    expect(d.bufferedBytes).to.equal(0);
+  });
+
+  it('hasFrame is false for a partial frame, true for a bad header; next() then throws with what came before', () => {
+    const d = new FrameDecoder(64);
+    const f = encodeFrame({ a: 1 });
+    d.append(f.subarray(0, 6));
+    expect(d.hasFrame).to.equal(false);
+    d.append(Buffer.concat([f.subarray(6), rawFrame(65)]));
+    expect(d.hasFrame).to.equal(true);
+    expect(d.next(1)).to.deep.equal([{ a: 1 }]);
+    expect(d.hasFrame).to.equal(true);
+    expect(() => d.next(1)).to.throw(FrameError);
+  });
+});

@@ -1,0 +1,59 @@
+import pino, { type Logger } from 'pino';
+import { ChatdServer } from '../../src/chatd/chatd-server';
+import { ShardServer } from '../../src/channeld/shard-server';
+import { loadConfig, type Config } from '../../src/config';
+import { Endpoint } from '../../src/ipc/endpoint';
+import { LocalQueue, LocalTransport } from '../../src/ipc/local/local-transport';
+import { chatdMtype, shardMtype } from '../../src/ipc/mtypes';
+
+/**
+ * One chatD with its real TCP server and `shards` in-process shards over the local transport
+ * (no PM2, no SysV queue): for front-end tests in mocha's process, and for
+ * test/fixtures/local-chatd-main.ts, which runs the same thing in a child process.
+ */
+export interface LocalChatd {
+  server: ChatdServer;
+  port: number;
+  config: Config;
+  stop(): Promise<void>;
+}
+
+export async function startLocalChatd(env: Record<string, string> = {}, log: Logger = pino({ level: 'silent' })): Promise<LocalChatd> {
+  const config = loadConfig({ CHATD_PORT: '0', CHANNELD_SHARDS: '2', SHARD_RECOVERY_MS: '100', CHATD_REQUEST_TIMEOUT_MS: '1000', ...env });
+  const queue = new LocalQueue(1 << 22, 8192);
+  const closers: (() => Promise<void>)[] = [];
+  const transport = (): LocalTransport => {
+    const t = new LocalTransport(queue);
+    closers.push(() => t.close());
+    return t;
+  };
+  const shards: ShardServer[] = [];
+  for (let i = 0; i < config.shards; i++) {
+    const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
+    const s = new ShardServer(e, { shard: i, shards: config.shards, recoveryMs: 50, log });
+    closers.push(async () => {
+      s.stop();
+      await e.close();
+    });
+    s.start();
+    shards.push(s);
+  }
+  await Promise.all(shards.map((s) => s.whenLive()));
+  const t = transport();
+  const e = new Endpoint(t, { mtype: chatdMtype(0), incarnation: 900, maxBatchBytes: 4096 });
+  const server = new ChatdServer(config, t, e, log, 0);
+  const address = await server.start();
+  closers.push(() => server.stop());
+  let stopped = false;
+  return {
+    server,
+    port: address.port,
+    config,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      for (const c of closers.reverse()) await c().catch(() => {});
+      queue.remove();
+    },
+  };
+}
