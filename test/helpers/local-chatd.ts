@@ -4,7 +4,9 @@ import { ShardServer } from '../../src/channeld/shard-server';
 import { loadConfig, type Config } from '../../src/config';
 import { Endpoint } from '../../src/ipc/endpoint';
 import { LocalQueue, LocalTransport } from '../../src/ipc/local/local-transport';
-import { chatdMtype, shardMtype } from '../../src/ipc/mtypes';
+import { MTYPE_GC, chatdMtype, shardMtype } from '../../src/ipc/mtypes';
+import { Kind, Status } from '../../src/cluster/kinds';
+import { encodePayload } from '../../src/cluster/messages';
 
 /**
  * One chatD with its real TCP server and `shards` in-process shards over the local transport
@@ -27,6 +29,15 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     closers.push(() => t.close());
     return t;
   };
+  // A shard never goes live on a timer (docs/reliability.md, defect 1): it waits for the
+  // collector's answer to its HELLO. No gc runs here, so a stand-in answers "no chatD yet"
+  // (the cluster's first start) and is closed once the shards are live, as in
+  // test/unit/chatd/chatd-local.test.ts.
+  const gcT = new LocalTransport(queue);
+  const gcE = new Endpoint(gcT, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
+  gcE.start((rec, reply) => {
+    if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+  });
   const shards: ShardServer[] = [];
   for (let i = 0; i < config.shards; i++) {
     const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
@@ -39,6 +50,8 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     shards.push(s);
   }
   await Promise.all(shards.map((s) => s.whenLive()));
+  await gcE.close();
+  await gcT.close();
   const t = transport();
   const e = new Endpoint(t, { mtype: chatdMtype(0), incarnation: 900, maxBatchBytes: 4096 });
   const server = new ChatdServer(config, t, e, log, 0);
