@@ -52,24 +52,31 @@ export function createRequestValidator(opts: { channels: number }): RequestValid
   const ajv = new Ajv({ allErrors: false, strict: true });
   const validate = ajv.compile(loadRequestSchema(channels));
 
+  const fail = (op: RequestOp | undefined, id: number | null, message: string): ValidationResult =>
+    op === undefined ? { ok: false, id, message } : { ok: false, op, id, message };
   return (raw) => {
-    const op = isRequestOp(raw?.op) ? raw.op : undefined;
-    const id = isRequestId(raw?.id) ? raw.id : null;
-    const fail = (message: string): ValidationResult =>
-      op === undefined ? { ok: false, id, message } : { ok: false, op, id, message };
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('request: must be an object');
-
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      return fail(isRequestOp(raw?.op) ? raw.op : undefined, isRequestId(raw?.id) ? raw.id : null, 'request: must be an object');
+    }
     // Names are checked after NFC, like isValidName(): NFD Hangul or a decomposed accent
-    // would otherwise count too many code points or fail on the combining mark.
-    const input: Record<string, unknown> = { ...raw };
-    for (const key of ['name', 'to']) {
+    // would otherwise count too many code points or fail on the combining mark. The request
+    // is copied only when that changes a name (ASCII, and most input, is NFC already).
+    let input: Record<string, unknown> = raw;
+    for (const key of NAME_FIELDS) {
       const v = input[key];
-      if (typeof v === 'string') input[key] = v.normalize('NFC');
+      if (typeof v !== 'string' || ASCII.test(v)) continue;
+      const nfc = v.normalize('NFC');
+      if (nfc === v) continue;
+      if (input === raw) input = { ...raw };
+      input[key] = nfc;
     }
     if (validate(input)) return { ok: true, request: input as ClientRequest };
-    return fail(describeError(validate.errors?.[0], op, channels));
+    return fail(isRequestOp(raw.op) ? raw.op : undefined, isRequestId(raw.id) ? raw.id : null, describeError(validate.errors?.[0], isRequestOp(raw.op) ? raw.op : undefined, channels));
   };
 }
+
+const NAME_FIELDS = ['name', 'to'] as const;
+const ASCII = /^[\x00-\x7f]*$/;
 
 function fieldRule(field: string, channels: number): string | undefined {
   switch (field) {

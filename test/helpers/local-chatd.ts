@@ -29,15 +29,14 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     closers.push(() => t.close());
     return t;
   };
-  // A shard never goes live on a timer (docs/reliability.md, defect 1): it waits for the
-  // collector's answer to its HELLO. No gc runs here, so a stand-in answers "no chatD yet"
-  // (the cluster's first start) and is closed once the shards are live, as in
-  // test/unit/chatd/chatd-local.test.ts.
-  const gcT = new LocalTransport(queue);
-  const gcE = new Endpoint(gcT, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
-  gcE.start((rec, reply) => {
+  // A stand-in collector for a cluster's first start: HELLO answered with "no chatD yet", so
+  // the fresh shards go live (a shard never goes live on a timer).
+  const gt = transport();
+  const gc = new Endpoint(gt, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
+  gc.start((rec, reply) => {
     if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
   });
+  closers.push(() => gc.close());
   const shards: ShardServer[] = [];
   for (let i = 0; i < config.shards; i++) {
     const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
@@ -50,8 +49,6 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     shards.push(s);
   }
   await Promise.all(shards.map((s) => s.whenLive()));
-  await gcE.close();
-  await gcT.close();
   const t = transport();
   const e = new Endpoint(t, { mtype: chatdMtype(0), incarnation: 900, maxBatchBytes: 4096 });
   const server = new ChatdServer(config, t, e, log, 0);
