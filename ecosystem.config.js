@@ -32,6 +32,9 @@ const common = {
   min_uptime: 1000,
   max_restarts: 50,
   restart_delay: 100,
+  // 78: the queue at MQ_KEY was refused (untrusted owner/creator or world-accessible mode; see
+  // ops/README.md). Restarting cannot fix that: PM2 stops the app and the refusal stays in its log.
+  stop_exit_codes: [78],
   merge_logs: true,
   time: false,
   env: {

@@ -4,6 +4,7 @@ import type { Config } from '../src/config';
 import { Endpoint, RequestError } from '../src/ipc/endpoint';
 import { newIncarnation } from '../src/ipc/envelope';
 import { MTYPE_GC, chatdMtype, shardMtype, toolMtype } from '../src/ipc/mtypes';
+import { queueFill } from '../src/ipc/queue-fill';
 import type { SysvQueue } from '../src/ipc/sysv/sysv-queue';
 import { SysvTransport, defaultSysvTransportOptions } from '../src/ipc/sysv/sysv-transport';
 import { connectPm2, pm2Home } from '../src/runtime/pm2-client';
@@ -12,7 +13,7 @@ import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './to
 
 const USAGE = `usage: npm run health [-- --pm2] [--json] [--timeout MS]
   exits 0 when healthy; otherwise 1 with one line per problem:
-  queue missing or over 90% full; gc, a shard (CHANNELD_SHARDS) or chatD not answering STATUS
+  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (CHANNELD_SHARDS) or chatD not answering STATUS
   --pm2      also check with the project's pm2 that every app process is online
   --json     one JSON object instead of lines
   --timeout  how long to wait for each STATUS reply (default 1000 ms)`;
@@ -139,14 +140,20 @@ async function main(argv: readonly string[]): Promise<number> {
     queue = openExisting(config);
   } catch (err) {
     if (!(err instanceof ToolError)) throw err;
-    problems.push(`queue missing: ${err.message}`);
+    problems.push(err.message.startsWith('refusing queue') ? `queue refused: ${err.message}` : `queue missing: ${err.message}`);
   }
   if (queue) {
     const s = queue.stat();
-    const fill = s.capacity > 0 ? s.bytes / s.capacity : 0;
-    queueInfo = { key: hexKey(config.mqKey), id: queue.id, messages: s.messages, bytes: s.bytes, capacity: s.capacity, fill };
+    // Full by bytes or by message count (Linux admits at most msg_qbytes messages, empty ones too).
+    const f = queueFill(s);
+    const fill = f.fill;
+    queueInfo = { key: hexKey(config.mqKey), id: queue.id, messages: s.messages, bytes: s.bytes, capacity: s.capacity, maxMessages: f.maxMessages, fill, limitedBy: f.limitedBy };
     if (fill > FULL_RATIO) {
-      problems.push(`queue ${(fill * 100).toFixed(1)}% full (${s.bytes} of ${s.capacity} bytes, ${s.messages} messages): see ops/README.md`);
+      problems.push(
+        f.limitedBy === 'messages'
+          ? `queue ${(fill * 100).toFixed(1)}% full by message count (${s.messages} of ${f.maxMessages} messages, ${s.bytes} bytes): see ops/README.md`
+          : `queue ${(fill * 100).toFixed(1)}% full (${s.bytes} of ${s.capacity} bytes, ${s.messages} messages): see ops/README.md`,
+      );
     }
     answers = await askStatus(queue, config, args.timeoutMs);
     for (const a of answers) if (a.problem) problems.push(a.problem);
@@ -169,4 +176,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return healthy ? EXIT.OK : EXIT.PROBLEM;
 }
 
-if (require.main === module) runTool('health', () => main(process.argv.slice(2)));
+if (require.main === module) runTool('health', () => main(process.argv.slice(2)), { hardExit: true });

@@ -1,4 +1,5 @@
 import { ownerOf, type MtypeOwner } from '../src/ipc/mtypes';
+import { queueFill } from '../src/ipc/queue-fill';
 import { readKernelLimit } from '../src/ipc/sysv/sysv-queue';
 import { EXIT, ToolError, describeMtype, hexKey, openExisting, runTool, toolConfig } from './tool-common';
 
@@ -43,6 +44,7 @@ function stat(json: boolean): number {
   const config = toolConfig();
   const q = openExisting(config);
   const s = q.stat();
+  const f = queueFill(s);
   const out = {
     key: config.mqKey,
     keyHex: hexKey(config.mqKey),
@@ -50,7 +52,10 @@ function stat(json: boolean): number {
     messages: s.messages,
     bytes: s.bytes,
     capacity: s.capacity,
-    fill: s.capacity > 0 ? s.bytes / s.capacity : 0,
+    // Linux also caps the message count at msg_qbytes: the fill is the larger of the two ratios.
+    maxMessages: f.maxMessages,
+    fill: f.fill,
+    limitedBy: f.limitedBy,
     mode: octal(s.mode),
     lastSendPid: s.lastSendPid,
     lastReceivePid: s.lastReceivePid,
@@ -65,8 +70,9 @@ function stat(json: boolean): number {
   process.stdout.write(
     [
       `queue     key ${out.keyHex} (${out.key}), id ${out.id}`,
-      `messages  ${out.messages}`,
+      `messages  ${out.messages} of at most ${out.maxMessages} (${pct(out.messages, out.maxMessages)} full)`,
       `bytes     ${out.bytes} of ${out.capacity} (${pct(out.bytes, out.capacity)} full)`,
+      `fill      ${(out.fill * 100).toFixed(1)}% (limited by ${out.limitedBy})`,
       `mode      ${out.mode}`,
       `last pids send ${out.lastSendPid}, receive ${out.lastReceivePid}`,
       `kernel    msgmax ${out.msgmax}, msgmnb ${out.msgmnb}`,

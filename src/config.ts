@@ -12,6 +12,8 @@ export interface Config {
   readonly chatdPort: number;
   readonly mqKey: number;
   readonly mqMode: number;
+  /** Uids trusted to own or create the queue besides root and the process's euid (MQ_TRUSTED_UIDS). */
+  readonly mqTrustedUids: readonly number[];
   readonly mqBatchBytes: number;
   /** msg_qbytes asked for at start (0: leave the kernel default). Needs CAP_SYS_RESOURCE above msgmnb. */
   readonly mqCapacityBytes: number;
@@ -47,6 +49,15 @@ export function parseMqKey(text: string): number {
   return v;
 }
 
+/** A comma-separated uid list (MQ_TRUSTED_UIDS); empty text is an empty list. */
+export function parseUidList(text: string): number[] {
+  return text
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '')
+    .map((t) => Number.parseInt(t, 10));
+}
+
 /** Reads, validates and freezes. Unknown variables are ignored; only ours are read. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!validate) {
@@ -69,6 +80,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (problems.length === 0 && !(mqKey >= 1 && mqKey <= 0x7fffffff)) {
     problems.push(`MQ_KEY=${JSON.stringify(env.MQ_KEY)}: must be a SysV key from 1 to 0x7fffffff (decimal or 0x hex)`);
   }
+  const mqTrustedUids = parseUidList(String(raw.MQ_TRUSTED_UIDS ?? ''));
+  if (problems.length === 0 && mqTrustedUids.some((u) => !(u >= 0 && u <= 0xfffffffe))) {
+    problems.push(`MQ_TRUSTED_UIDS=${JSON.stringify(env.MQ_TRUSTED_UIDS)}: every uid must be from 0 to 4294967294`);
+  }
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`, problems);
   }
@@ -77,6 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     chatdPort: raw.CHATD_PORT as number,
     mqKey,
     mqMode: Number.parseInt(raw.MQ_MODE as string, 8),
+    mqTrustedUids: Object.freeze(mqTrustedUids),
     mqBatchBytes: raw.MQ_BATCH_BYTES as number,
     mqCapacityBytes: raw.MQ_CAPACITY_BYTES as number,
     shards: raw.CHANNELD_SHARDS as number,

@@ -1,5 +1,6 @@
 import { ClientError } from '../errors';
 import { MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST } from '../ipc/mtypes';
+import { queueFill } from '../ipc/queue-fill';
 import type { MessageTransport, ReceivedMessage, Receiver } from '../ipc/transport';
 import type { Logger } from '../log';
 import { parseSlashCommand } from '../protocol/slash-command';
@@ -47,8 +48,9 @@ export function legacyReplyTime(body: Buffer): number | undefined {
 
 export interface LegacyGatewayOptions {
   /**
-   * Legacy replies are sent only while the queue stays below this fill ratio (bytes /
-   * capacity) with the reply added; above it requests are shed (counted, not answered), so
+   * Legacy replies are sent only while the queue stays below this fill ratio (the larger of
+   * bytes and message count over capacity, queue-fill.ts) with the reply added; above it
+   * requests are shed (counted, not answered), so
    * unread replies can never take more than this share of the queue from cluster traffic.
    */
   maxQueueShare: number;
@@ -95,11 +97,15 @@ export class LegacyGateway {
     }
   }
 
-  /** Whether one more legacy reply would take the queue over the legacy share. */
+  /**
+   * Whether one more legacy reply would take the queue over the legacy share, by bytes or by
+   * message count (queue-fill.ts: Linux admits at most msg_qbytes messages, tiny ones too).
+   */
   private overShare(): boolean {
     try {
       const s = this.transport.stat();
-      return s.capacity > 0 && s.bytes + LEGACY_MTEXT_BYTES > s.capacity * this.options.maxQueueShare;
+      if (!(s.capacity > 0)) return false;
+      return queueFill({ bytes: s.bytes + LEGACY_MTEXT_BYTES, messages: s.messages + 1, capacity: s.capacity }).fill > this.options.maxQueueShare;
     } catch {
       return false;
     }

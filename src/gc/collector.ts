@@ -9,7 +9,7 @@ import { defaultTimings, newCounters, type CollectorCounters, type CollectorTimi
 import { Membership, type SupervisorEvent } from './membership';
 import { ProcessTable, type Death } from './process-table';
 import { LegacyExpiry } from './legacy-expiry';
-import { QueueHygiene } from './queue-hygiene';
+import { QueueHygiene, type HygieneQueue, type HygieneTimings } from './queue-hygiene';
 import { SessionCleanup } from './session-cleanup';
 
 export { defaultTimings, type CollectorCounters, type CollectorTimings } from './gc-context';
@@ -29,10 +29,21 @@ export interface CollectorOptions {
   liveness: (pid: number) => boolean;
   timings?: Partial<CollectorTimings>;
   now?: () => number;
-  /** One non-blocking receive of `mtype` (for legacy reply expiry); without it replies expire by the hygiene drain only. */
+  /**
+   * One non-blocking receive of `mtype`, for legacy reply expiry (legacy-expiry.ts), the one
+   * owner of mtype 2. Without it and `putBack` nothing expires legacy replies: queue hygiene
+   * never takes mtype 2 (gc/main.ts always passes both).
+   */
   takeOne?: (mtype: number) => Buffer | null;
   /** Sends without blocking (puts a young legacy reply back); false when the queue is full. */
   putBack?: (mtype: number, body: Buffer) => boolean;
+  /**
+   * The queue for hygiene (gc: the SysvQueue, which can peek with MSG_COPY). Absent: the
+   * transport's stat and `drain`, without peeking (queue-hygiene.ts says what that misses).
+   */
+  hygieneQueue?: HygieneQueue;
+  /** Hygiene timings beyond those of CollectorTimings (junk age, bounds). */
+  hygiene?: Partial<HygieneTimings>;
 }
 
 /**
@@ -44,7 +55,8 @@ export interface CollectorOptions {
  *
  * This class wires the parts together and dispatches records: `Membership` (heartbeats,
  * HELLO, PM2 events), `SessionCleanup` (SESSION_END), `DeathCleanup` (PURGE and drains after
- * a death) and `QueueHygiene`.
+ * a death), `LegacyExpiry` (legacy replies, mtype 2, by age and fill) and `QueueHygiene`
+ * (every other mtype no live process owns, by age and fill; never mtype 2).
  */
 export class Collector {
   readonly table: ProcessTable;
@@ -57,7 +69,6 @@ export class Collector {
   private readonly startedAt: number;
   private timer: NodeJS.Timeout | undefined;
   private lastTick = 0;
-  private lastHygiene = 0;
   private stopped = false;
   private readonly warned = new Set<string>();
   private readonly ctx: GcContext;
@@ -99,9 +110,26 @@ export class Collector {
     this.deaths = new DeathCleanup(this.ctx);
     this.membership = new Membership(this.ctx, (d) => this.deaths.onDeath(d), bad);
     this.sessionCleanup = new SessionCleanup(this.ctx, bad);
-    this.hygiene = new QueueHygiene(this.ctx);
     const { takeOne, putBack } = options;
     const t = this.timings;
+    const hq: HygieneQueue = options.hygieneQueue ?? {
+      stat: () => this.endpoint.transport.stat(),
+      take: (mtype) => options.drain(mtype),
+    };
+    this.hygiene = new QueueHygiene(
+      hq,
+      {
+        warming: () => this.warming,
+        shards: this.shards,
+        isLive: (mtype) => this.table.get(mtype) !== undefined,
+        isVacant: (mtype) => this.table.vacancy(mtype) !== undefined,
+        anyChatdLive: () => this.table.liveChatds().length > 0,
+        pidAlive: (pid) => options.liveness(pid),
+      },
+      this.log,
+      { everyMs: t.hygieneEveryMs, highWater: t.highWater, fillEveryMs: Math.max(t.tickMs, 250), ...options.hygiene },
+      this.startedAt,
+    );
     this.legacyExpiry = takeOne && putBack ? new LegacyExpiry(this.ctx, { takeOne, putBack, everyMs: t.legacyEveryMs, ttlMs: t.legacyTtlMs, fill: t.legacyFill }) : undefined;
   }
 
@@ -109,7 +137,6 @@ export class Collector {
   start(): void {
     this.endpoint.start((rec, reply) => this.onRecord(rec, reply));
     this.lastTick = this.now();
-    this.lastHygiene = this.lastTick;
     this.timer = setInterval(() => this.tick(), this.timings.tickMs);
     this.timer.unref();
   }
@@ -149,11 +176,11 @@ export class Collector {
     this.lastTick = now;
     for (const d of this.table.checkPids(this.options.liveness, now)) this.deaths.onDeath(d);
     for (const d of this.table.checkSilence(now)) this.deaths.onDeath(d);
+    // mtype 2: legacy replies by age and by fill (legacy-expiry.ts).
     this.legacyExpiry?.run(now);
-    if (now - this.lastHygiene >= this.timings.hygieneEveryMs) {
-      this.lastHygiene = now;
-      this.hygiene.run(now);
-    }
+    // Every other mtype nobody owns: due sweeps, and at once when the queue is over high water
+    // (by bytes or by message count).
+    this.hygieneCheck(now);
   }
 
   /** The collector's status: counters, process table, queue figures. */
@@ -183,6 +210,7 @@ export class Collector {
       vacant: this.table.vacantMtypes(),
       cleanupsInProgress: this.deaths.inProgress,
       queue,
+      hygiene: { ...this.hygiene.counters, byClass: { ...this.hygiene.counters.byClass } },
       transport: this.endpoint.transport.counters(),
       endpoint: { ...this.endpoint.counters, pending: this.endpoint.pendingRequests },
     };
@@ -248,6 +276,16 @@ export class Collector {
       this.log.warn({ err, mtype }, 'drain failed');
       return 0;
     }
+  }
+
+  private hygieneCheck(now: number): void {
+    const before = this.hygiene.counters.drained;
+    try {
+      this.hygiene.check(now);
+    } catch (err) {
+      this.log.warn({ err }, 'queue hygiene failed');
+    }
+    this.counters.drainedMessages += this.hygiene.counters.drained - before;
   }
 
   private warnOnce(key: string, fields: Record<string, unknown>, msg: string): void {

@@ -24,17 +24,18 @@ export interface CollectorTimings {
   purgeRetryMs: number;
   /** A tick this much later than due means the collector itself stalled: silence before it is forgiven. */
   stallMs: number;
-  /** Queue hygiene: how often the queue is looked at. */
+  /** Queue hygiene (every mtype nobody owns except 2): how often the age sweep runs. */
   hygieneEveryMs: number;
-  /** Queue hygiene: fill ratio (bytes / capacity) above which the queue counts as full. */
+  /**
+   * Queue hygiene: fill ratio (max of bytes and message count over msg_qbytes, queue-fill.ts)
+   * above which the queue counts as full: unowned messages then go at once, whatever their age.
+   */
   highWater: number;
-  /** Queue hygiene: how long the queue must stay above highWater before legacy replies are drained. */
-  highWaterForMs: number;
-  /** Legacy reply expiry (defect 5): how often mtype 2 is looked at. */
+  /** Legacy reply expiry (defect 5; mtype 2 is legacy-expiry.ts's alone): how often mtype 2 is looked at. */
   legacyEveryMs: number;
   /** A legacy reply older than this is dropped. */
   legacyTtlMs: number;
-  /** Above this fill ratio every legacy reply is dropped at once, whatever its age. */
+  /** Above this fill ratio (bytes or message count, queue-fill.ts) every legacy reply is dropped at once, whatever its age. */
   legacyFill: number;
 }
 
@@ -49,7 +50,6 @@ export function defaultTimings(config: Pick<Config, 'deadAfterMs' | 'heartbeatMs
     stallMs: Math.max(300, Math.floor(config.deadAfterMs / 2)),
     hygieneEveryMs: 1000,
     highWater: 0.5,
-    highWaterForMs: 5000,
     legacyEveryMs: 250,
     legacyTtlMs: 2000,
     legacyFill: 0.5,

@@ -1,5 +1,6 @@
 import { legacyReplyTime } from '../chatd/legacy-gateway';
 import { MTYPE_LEGACY_REPLY } from '../ipc/mtypes';
+import { queueFill } from '../ipc/queue-fill';
 import type { GcContext } from './gc-context';
 
 export interface LegacyExpiryOptions {
@@ -11,7 +12,10 @@ export interface LegacyExpiryOptions {
   everyMs: number;
   /** A legacy reply older than this is dropped (a C peer that reads replies takes them in ms). */
   ttlMs: number;
-  /** Above this fill ratio (bytes / capacity) every legacy reply is dropped, whatever its age. */
+  /**
+   * Above this fill ratio every legacy reply is dropped, whatever its age. The fill is by bytes
+   * OR by message count (queue-fill.ts): tiny replies fill a queue by count long before bytes.
+   */
   fill: number;
 }
 
@@ -22,6 +26,9 @@ export interface LegacyExpiryOptions {
  * tail and stops. That reorders one young reply, which matters only to a C peer reading
  * replies, and there evidently is none reading promptly when a reply got old. Anything on
  * mtype 2 without the trailer is not a reply of ours: dropped as junk.
+ *
+ * This is the one part of gc that takes mtype 2 off the queue; queue-hygiene.ts, which drains every
+ * other mtype no live process owns, leaves it alone (docs/reliability.md, "Who takes what").
  */
 export class LegacyExpiry {
   private last = 0;
@@ -37,8 +44,7 @@ export class LegacyExpiry {
     const ctx = this.ctx;
     let byFill = false;
     try {
-      const s = ctx.endpoint.transport.stat();
-      byFill = s.capacity > 0 && s.bytes / s.capacity > this.options.fill;
+      byFill = queueFill(ctx.endpoint.transport.stat()).fill > this.options.fill;
     } catch {
       return; // the queue is gone
     }

@@ -50,6 +50,9 @@ function main(): void {
     log: log.child({ component: 'collector' }),
     drain: (mtype) => drainQueue(queue, mtype),
     liveness: pidAlive,
+    // Hygiene peeks at the queue's head (MSG_COPY) to find mtypes nobody reads (never mtype 2).
+    hygieneQueue: { stat: () => queue.stat(), peek: (i) => queue.peek(i), take: (mtype, max) => drainQueue(queue, mtype, max) },
+    // Legacy reply expiry (mtype 2, legacy-expiry.ts): one receive at a time, young replies put back.
     takeOne: (mtype) => queue.tryReceive(mtype)?.body ?? null,
     putBack: (mtype, body) => queue.trySend(mtype, body),
   });

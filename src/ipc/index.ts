@@ -7,3 +7,5 @@ export { SendBacklog } from './send-backlog';
 export { LocalQueue, LocalTransport } from './local/local-transport';
 export { SysvQueue, readKernelLimit } from './sysv/sysv-queue';
 export { SysvTransport, defaultSysvTransportOptions } from './sysv/sysv-transport';
+export * from './queue-fill';
+export { QueueTrustError, checkQueueTrust, trustProblems, trustedUids, type QueuePerms } from './sysv/queue-trust';

@@ -1,3 +1,4 @@
+import { QueueTrustError } from '../ipc/sysv/queue-trust';
 import type { Logger } from '../log';
 
 /**
@@ -39,14 +40,24 @@ export function onShutdown(log: Logger, shutdown: (signal: string) => Promise<vo
   });
 }
 
+/**
+ * Exit code of a daemon that refused the queue (QueueTrustError: untrusted owner or creator,
+ * or a world-accessible mode). EX_CONFIG of sysexits.h. ecosystem.config.js lists it in
+ * `stop_exit_codes`, so PM2 stops the app instead of restarting it in a loop: the refusal
+ * stays the last line of `pm2 logs`, and no restart ever uses the queue.
+ */
+export const EXIT_QUEUE_REFUSED = 78;
+
 /** Last resort: log and exit non-zero so PM2 restarts us; never limp on in an unknown state. */
 export function exitOnFatal(log: Logger): void {
-  process.on('uncaughtException', (err) => {
-    log.fatal({ err }, 'uncaught exception');
+  const fatal = (err: unknown, what: string): never => {
+    if (err instanceof QueueTrustError) {
+      log.fatal({ ...err.fields, code: err.code }, err.message);
+      process.exit(EXIT_QUEUE_REFUSED);
+    }
+    log.fatal({ err }, what);
     process.exit(1);
-  });
-  process.on('unhandledRejection', (err) => {
-    log.fatal({ err }, 'unhandled rejection');
-    process.exit(1);
-  });
+  };
+  process.on('uncaughtException', (err) => fatal(err, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => fatal(err, 'unhandled rejection'));
 }

@@ -96,6 +96,13 @@ export class Cluster {
   /** Starts the cluster and resolves once every process is online and the shards answer. */
   async start(): Promise<void> {
     const deadline = Date.now() + (this.options.startTimeoutMs ?? 30_000);
+    await this.launch();
+    await this.waitOnline(deadline);
+    await this.waitServing(deadline);
+  }
+
+  /** `pm2 start` only, without waiting for the processes (for starts that must fail). */
+  async launch(): Promise<void> {
     this.port = await freePort();
     Object.assign(this.env, {
       CHATD_HOST: '127.0.0.1',
@@ -109,8 +116,6 @@ export class Cluster {
     const r = await this.pm2(['start', join(PROJECT_ROOT, 'ecosystem.config.js')], 30_000);
     this.daemonPid = this.readDaemonPid();
     if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
-    await this.waitOnline(deadline);
-    await this.waitServing(deadline);
   }
 
   /** Runs the project's pm2 with this cluster's PM2_HOME and environment. */
@@ -458,7 +463,7 @@ export function shardOf(name: string, shards: number): number {
 /** Whether a queue with this key exists (msgget without IPC_CREAT). */
 export function queueExistsByKey(key: number): boolean {
   try {
-    SysvQueue.open({ key, create: false });
+    SysvQueue.open({ key, create: false, trustedUids: 'any' });
     return true;
   } catch (err) {
     if ((err as { code?: string }).code === 'ENOENT') return false;
@@ -499,7 +504,7 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 function removeQueueByKey(key: number): void {
   let q: SysvQueue;
   try {
-    q = SysvQueue.open({ key, create: false });
+    q = SysvQueue.open({ key, create: false, trustedUids: 'any' });
   } catch (err) {
     if ((err as { code?: string }).code === 'ENOENT') return;
     throw err;

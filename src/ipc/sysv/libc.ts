@@ -33,12 +33,22 @@ export const msgrcv = libc.func('intptr_t msgrcv(int msqid, void *msgp, size_t m
 export const msgctl = libc.func('int msgctl(int msqid, int cmd, void *buf)') as (id: number, cmd: number, buf: Buffer | null) => number;
 
 export const errno = (): number => koffi.errno();
+/**
+ * Ends the process at once. process.exit() joins worker threads, and a receiver thread blocked
+ * in msgrcv cannot be joined until a message comes: on a queue full by message count its
+ * wake-up cannot be sent, so a tool would hang at exit. Tools call this after their output.
+ */
+export const sysExit = libc.func('void _exit(int status)') as (status: number) => void;
 
 export const IPC_PRIVATE = 0;
 export const IPC_CREAT = 0o1000;
 export const IPC_EXCL = 0o2000;
 export const IPC_NOWAIT = 0o4000;
 export const MSG_NOERROR = 0o10000;
+/** Linux: msgtyp is a position in the queue, and the message is copied, not taken (needs IPC_NOWAIT). */
+export const MSG_COPY = 0o40000;
+/** Linux: the first message whose type is NOT msgtyp. */
+export const MSG_EXCEPT = 0o20000;
 export const IPC_RMID = 0;
 export const IPC_SET = 1;
 export const IPC_STAT = 2;
@@ -86,3 +96,4 @@ export const EACCES = errnoValue('EACCES');
 export const EPERM = errnoValue('EPERM');
 export const ENOENT = errnoValue('ENOENT');
 export const EEXIST = errnoValue('EEXIST');
+export const ENOSYS = errnoValue('ENOSYS');

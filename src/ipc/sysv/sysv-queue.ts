@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { IpcError } from '../ipc-error';
 import type { QueueStat } from '../transport';
 import * as c from './libc';
+import { checkQueueTrust, trustedUids, type QueuePerms } from './queue-trust';
 
 export interface OpenQueueOptions {
   /** SysV key; 0 (IPC_PRIVATE) makes a new private queue. */
@@ -12,6 +13,13 @@ export interface OpenQueueOptions {
   create?: boolean;
   /** Fail when it exists already (with create). */
   exclusive?: boolean;
+  /**
+   * Opening by key checks the queue's owner, creator and mode (queue-trust.ts) and throws
+   * QueueTrustError when the cluster must not use it. The uids trusted besides root and our
+   * euid (MQ_TRUSTED_UIDS), or 'any' to skip the check: only for tools that look at or remove
+   * a queue without using it (test clean-up). Private queues (key 0) are not checked.
+   */
+  trustedUids?: readonly number[] | 'any';
 }
 
 /** Reads a kernel limit from /proc/sys/kernel, or the given fallback when it cannot. */
@@ -57,7 +65,11 @@ export class SysvQueue {
     if (options.exclusive) flags |= c.IPC_EXCL;
     const id = c.msgget(options.key, flags);
     if (id < 0) throw sysvError('msgget', c.errno(), `key ${options.key}`);
-    return new SysvQueue(id, options.key);
+    const queue = new SysvQueue(id, options.key);
+    if (options.key !== c.IPC_PRIVATE && options.trustedUids !== 'any') {
+      checkQueueTrust(options.key, id, queue.perms(), trustedUids(options.trustedUids ?? []));
+    }
+    return queue;
   }
 
   /** A new private queue (IPC_PRIVATE): for tests and benchmarks. */
@@ -109,6 +121,41 @@ export class SysvQueue {
       if (e === c.ENOMSG) return null;
       if (e === c.EINTR) continue;
       throw sysvError('msgrcv', e);
+    }
+  }
+
+  /** Owner, creator and mode (msg_perm), by IPC_STAT. */
+  perms(): QueuePerms {
+    const ds = Buffer.alloc(c.MsqidDs.size);
+    if (c.msgctl(this.id, c.IPC_STAT, ds) !== 0) throw sysvError('msgctl(IPC_STAT)', c.errno(), `queue id ${this.id}`);
+    return {
+      uid: ds.readUInt32LE(c.MsqidDs.uid),
+      gid: ds.readUInt32LE(c.MsqidDs.gid),
+      cuid: ds.readUInt32LE(c.MsqidDs.cuid),
+      cgid: ds.readUInt32LE(c.MsqidDs.cgid),
+      mode: ds.readUInt32LE(c.MsqidDs.mode) & 0o777,
+    };
+  }
+
+  /**
+   * The message at position `index` (0: the oldest) WITHOUT taking it: msgrcv with MSG_COPY
+   * (Linux 3.8+, CONFIG_CHECKPOINT_RESTORE). Returns null past the end of the queue.
+   * @throws IpcError ENOSYS when the kernel cannot copy messages.
+   * Each call walks the queue up to `index` under the queue's lock: keep `index` small.
+   */
+  peek(index: number): { mtype: number; body: Buffer } | null {
+    if (!(Number.isSafeInteger(index) && index >= 0)) throw new IpcError('EINVAL', `peek position ${index} must be a non-negative integer`, 'msgrcv');
+    for (;;) {
+      // The whole msgmax: MSG_COPY fails (EINVAL) rather than truncate a larger message.
+      const n = c.msgrcv(this.id, this.recvBuf, this.maxMessageBytes, index, c.IPC_NOWAIT | c.MSG_COPY | c.MSG_NOERROR);
+      if (n >= 0) {
+        const mtype = Number(this.recvBuf.readBigInt64LE(0));
+        return { mtype, body: Buffer.from(this.recvBuf.subarray(c.MTYPE_BYTES, c.MTYPE_BYTES + n)) };
+      }
+      const e = c.errno();
+      if (e === c.ENOMSG) return null;
+      if (e === c.EINTR) continue;
+      throw sysvError('msgrcv(MSG_COPY)', e);
     }
   }
 

@@ -1,5 +1,10 @@
 import { expect } from 'chai';
-import { LEGACY_MTEXT_BYTES, LEGACY_TRAILER_AT, legacyReplyBody, legacyReplyTime, legacyRequestText } from '../../../src/chatd/legacy-gateway';
+import pino from 'pino';
+import { LEGACY_MTEXT_BYTES, LEGACY_TRAILER_AT, LegacyGateway, legacyReplyBody, legacyReplyTime, legacyRequestText } from '../../../src/chatd/legacy-gateway';
+import type { ShardClient } from '../../../src/chatd/shard-client';
+import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
+import { MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST } from '../../../src/ipc/mtypes';
+import { waitFor } from '../../helpers/wait';
 
 describe('chatd - legacy C peers', () => {
   it('reads the command line up to the first NUL', () => {
@@ -27,5 +32,40 @@ describe('chatd - legacy C peers', () => {
     expect(legacyReplyTime(b)).to.equal(1_700_000_000_123);
     expect(legacyRequestText(b)).to.equal('nobody is not online.');
     expect(legacyReplyTime(Buffer.alloc(LEGACY_MTEXT_BYTES))).to.equal(undefined);
+  });
+
+  describe('shedding while replies would take the queue over half full', () => {
+    const noShards = {} as ShardClient; // 'hello' is not a slash command: answered without a shard
+    async function ask(fill: (q: LocalQueue) => void): Promise<LegacyGateway['counters']> {
+      const queue = new LocalQueue(16384, 8192);
+      fill(queue);
+      const transport = new LocalTransport(queue);
+      const gw = new LegacyGateway(transport, noShards, pino({ level: 'silent' }));
+      gw.start();
+      try {
+        expect(queue.trySend(MTYPE_LEGACY_REQUEST, legacyReplyBody('hello'))).to.equal(true);
+        await waitFor(() => gw.counters.requests === 1 && gw.counters.replies + gw.counters.shed + gw.counters.dropped === 1, 2000, 5, 'request handled');
+        return { ...gw.counters };
+      } finally {
+        await gw.close();
+        await transport.close();
+      }
+    }
+
+    it('a queue with room: the reply is sent', async () => {
+      const c = await ask(() => {});
+      expect(c).to.include({ replies: 1, shed: 0 });
+    });
+
+    it('over half full by message count (tiny messages, few bytes): shed, as over half full by bytes', async () => {
+      const byCount = await ask((q) => {
+        for (let i = 0; i < 8200; i++) q.trySend(5, Buffer.alloc(0));
+      });
+      expect(byCount).to.include({ replies: 0, shed: 1 });
+      const byBytes = await ask((q) => {
+        for (let i = 0; i < 8; i++) q.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`unread ${i}`));
+      });
+      expect(byBytes).to.include({ replies: 0, shed: 1 });
+    });
   });
 });

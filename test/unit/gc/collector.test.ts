@@ -8,6 +8,7 @@ import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-ga
 import { linesWith, makeRig, type Rig } from './gc-rig';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const HYGIENE = 'queue hygiene: drained messages nobody reads';
 
 /** A name that routes to `shard` of `shards`. */
 function nameOn(shard: number, shards: number): string {
@@ -418,13 +419,16 @@ describe('gc collector', function () {
       expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
     });
 
-    it('legacy replies - over half full they are dropped at once, whatever their age (defect 5)', async () => {
-      rig = makeRig({ timings: { highWaterForMs: 60_000 } });
+    it('legacy replies - over half full they are dropped at once, whatever their age, by legacy expiry alone (defect 5)', async () => {
+      rig = makeRig();
       for (let i = 0; i < 10; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`r${i}`))).to.equal(true);
+      // Shard 50 of 2: nobody's mailbox; once the legacy replies are gone the queue is below
+      // high water, so hygiene leaves it for its age (junkAgeMs, 3 s by default).
       rig.queue.trySend(shardMtype(0) + 50, Buffer.from('someone else'));
       await waitFor(() => rig.collector.counters.legacyRepliesDrained === 10, 2000, 5, 'legacy drain by fill');
       expect(rig.queue.stat().messages).to.equal(1);
       expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 10, byFill: true });
+      expect(linesWith(rig.lines, HYGIENE), 'hygiene takes nothing of mtype 2').to.have.length(0);
     });
 
     it('legacy replies - below half full: old ones expire by age, young ones stay, in order (defect 5)', async () => {
@@ -439,18 +443,65 @@ describe('gc collector', function () {
       expect(left).to.have.members(['new0', 'new1', 'new2']);
     });
 
-    it('hygiene - vacant mailboxes drained once the queue stays over half full', async () => {
-      rig = makeRig({ shards: 1, timings: { highWaterForMs: 100 } });
+    it('hygiene - over half full: junk of nobody goes at once (hygiene), legacy replies too (legacy expiry); each takes only its own', async () => {
+      rig = makeRig();
+      // Shard 50 of 2: nobody's mailbox. 9 KB of it keep the queue over half full by themselves.
+      for (let i = 0; i < 9; i++) expect(rig.queue.trySend(shardMtype(0) + 50, Buffer.alloc(1000, 1))).to.equal(true);
+      for (let i = 0; i < 4; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`))).to.equal(true);
+      await waitFor(() => rig.queue.stat().messages === 0, 2000, 5, 'junk and legacy replies drained');
+      const lines = linesWith(rig.lines, HYGIENE);
+      expect(lines.map((l) => l.byClass)).to.deep.equal([{ outOfPlan: 9 }]);
+      expect(lines[0]).to.include({ reason: 'fill' });
+      expect(linesWith(rig.lines, 'legacy replies expired')).to.have.length(1);
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 4, byFill: true });
+      expect(rig.collector.counters).to.include({ legacyRepliesDrained: 4, drainedMessages: 13 });
+      expect((rig.collector.status().hygiene as { byClass: Record<string, number> }).byClass).to.not.have.property('legacyReply');
+    });
+
+    it('legacy replies - a queue over half full by message count (tiny messages, few bytes) drops them too', async () => {
+      rig = makeRig();
+      const c = rig.chatd(0);
+      await c.heartbeat('chatd', 0); // a live chatD: mtype 1 is its gateway's, hygiene leaves it
+      for (let i = 0; i < 9000; i++) rig.queue.trySend(1, Buffer.alloc(0));
+      for (let i = 0; i < 2; i++) expect(rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`))).to.equal(true);
+      expect(rig.queue.stat().bytes).to.be.below(16384 / 2); // by bytes the queue is not over half full
+      await waitFor(() => rig.collector.counters.legacyRepliesDrained === 2, 2000, 5, 'legacy drain by count');
+      expect(linesWith(rig.lines, 'legacy replies expired')[0]).to.include({ expired: 2, byFill: true });
+      expect(rig.queue.stat().messages).to.equal(9000); // the live chatD's mtype 1 is kept
+    });
+
+    it('hygiene - vacant mailboxes drained at once while the queue is over half full', async () => {
+      rig = makeRig({ shards: 1 });
       const s = rig.shard(0);
       await s.heartbeat('channeld', 0);
       await s.close();
       rig.alive.delete(s.pid);
       await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      await rig.collector.settled();
       for (let i = 0; i < 10; i++) expect(rig.queue.trySend(s.mtype, Buffer.alloc(1000, 1))).to.equal(true);
       await waitFor(() => rig.queue.stat().messages === 0, 3000, 5, 'vacant mailbox drain');
-      const line = linesWith(rig.lines, 'queue over high water: drained messages nobody reads');
+      const line = linesWith(rig.lines, HYGIENE);
       expect(line).to.have.length(1);
-      expect(line[0]).to.deep.include({ vacantMailboxes: { [s.mtype]: 10 } });
+      expect(line[0]).to.deep.include({ reason: 'fill', byClass: { deadProcess: 10 }, mtypes: [s.mtype] });
+    });
+
+    it('hygiene - below half full a vacant mailbox goes by age; young legacy replies are never hygiene\'s', async () => {
+      rig = makeRig({ shards: 1, hygiene: { junkAgeMs: 300 } });
+      const s = rig.shard(0);
+      await s.heartbeat('channeld', 0);
+      await s.close();
+      rig.alive.delete(s.pid);
+      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+      await rig.collector.settled();
+      for (let i = 0; i < 2; i++) rig.queue.trySend(s.mtype, Buffer.from('request to a dead shard'));
+      for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`));
+      await sleep(60);
+      expect(rig.queue.stat().messages).to.equal(5); // younger than junkAgeMs
+      await waitFor(() => rig.queue.stat().messages === 3, 2000, 5, 'vacant mailbox drained by age');
+      await sleep(200); // more sweeps
+      // All three still there (legacy expiry may have put the first one back at the tail).
+      expect(rig.queue.take(MTYPE_LEGACY_REPLY, 100).map((b) => legacyRequestText(b))).to.have.members(['young0', 'young1', 'young2']);
+      expect(linesWith(rig.lines, HYGIENE).map((l) => [l.reason, l.byClass])).to.deep.equal([['age', { deadProcess: 2 }]]);
     });
   });
 });

@@ -3,6 +3,7 @@ import pino from 'pino';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { EMPTY, encodePayload, type HeartbeatPayload } from '../../../src/cluster/messages';
 import { Collector, type CollectorTimings } from '../../../src/gc/collector';
+import type { HygieneTimings } from '../../../src/gc/queue-hygiene';
 import { Endpoint, LocalQueue, LocalTransport, MTYPE_GC, chatdMtype, shardMtype, type InboundRecord, type Reply } from '../../../src/ipc';
 import type { Logger } from '../../../src/log';
 
@@ -72,7 +73,6 @@ export const testTimings: Partial<CollectorTimings> = {
   stallMs: 10_000,
   hygieneEveryMs: 20,
   highWater: 0.5,
-  highWaterForMs: 100,
   legacyEveryMs: 20,
   legacyTtlMs: 2000,
   legacyFill: 0.5,
@@ -93,7 +93,7 @@ export interface Rig {
 let nextPid = 40_000;
 
 /** A collector over a LocalQueue with fake peers. Call `close()` in afterEach. */
-export function makeRig(options: { shards?: number; deadAfterMs?: number; timings?: Partial<CollectorTimings>; start?: boolean } = {}): Rig {
+export function makeRig(options: { shards?: number; deadAfterMs?: number; timings?: Partial<CollectorTimings>; hygiene?: Partial<HygieneTimings>; start?: boolean } = {}): Rig {
   const queue = new LocalQueue(16384, 8192);
   const { log, lines } = sinkLogger();
   const alive = new Set<number>();
@@ -108,6 +108,7 @@ export function makeRig(options: { shards?: number; deadAfterMs?: number; timing
     takeOne: (mtype) => queue.take(mtype, 1)[0] ?? null,
     putBack: (mtype, body) => queue.trySend(mtype, body),
     timings: { ...testTimings, ...options.timings },
+    hygiene: options.hygiene,
   });
   if (options.start ?? true) collector.start();
   const peers: Peer[] = [];

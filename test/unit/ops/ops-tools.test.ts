@@ -111,7 +111,7 @@ describe('ops tools (child processes, real queue, private MQ_KEY)', function () 
       const text = await runTool('mq', ['stat'], { MQ_KEY: hex(key) });
       expect(text.code).to.equal(0);
       expect(text.stdout).to.contain(`id ${queue.id}`);
-      expect(text.stdout).to.match(/messages\s+2\n/);
+      expect(text.stdout).to.match(/messages\s+2 of at most \d+ \(0\.0% full\)\n/);
       expect(text.stdout).to.match(/bytes\s+150 of \d+/);
       expect(text.stdout).to.match(/mode\s+0600/);
       const json = await runTool('mq', ['stat', '--json'], { MQ_KEY: String(key) });
@@ -120,6 +120,20 @@ describe('ops tools (child processes, real queue, private MQ_KEY)', function () 
       expect(s).to.include({ key, id: queue.id, messages: 2, bytes: 150, mode: '0600', lastSendPid: process.pid });
       expect(s.capacity).to.equal(queue.stat().capacity);
       expect(queue.stat().messages).to.equal(2); // stat takes nothing
+    });
+
+    it('stat - a queue full by message count (empty messages) reads 100% full', async () => {
+      const { key, queue } = createQueue();
+      const capacity = queue.stat().capacity;
+      while (queue.trySend(50, Buffer.alloc(0))) {
+        /* fill by count */
+      }
+      const text = await runTool('mq', ['stat'], { MQ_KEY: String(key) });
+      expect(text.code).to.equal(0);
+      expect(text.stdout).to.contain(`messages  ${capacity} of at most ${capacity} (100.0% full)`);
+      expect(text.stdout).to.contain(`fill      100.0% (limited by messages)`);
+      const s = JSON.parse((await runTool('mq', ['stat', '--json'], { MQ_KEY: String(key) })).stdout) as Record<string, unknown>;
+      expect(s).to.include({ messages: capacity, bytes: 0, fill: 1, limitedBy: 'messages', maxMessages: capacity });
     });
 
     it('drain - counts per mtype and owner; --mtype takes only that one', async () => {
@@ -239,6 +253,20 @@ describe('ops tools (child processes, real queue, private MQ_KEY)', function () 
         expect(r.code).to.equal(1);
         expect(r.stdout).to.match(/^unhealthy: queue 9\d\.\d% full \(\d+ of \d+ bytes, \d+ messages\)/);
         expect(r.stdout.trim().split('\n')).to.have.length(1); // everyone still answered
+      });
+
+      it('health - the queue full by message count (empty messages, 0 bytes): exit 1 saying so', async () => {
+        const capacity = queue.stat().capacity;
+        // Linux admits at most msg_qbytes messages: fill it with empty ones on a reserved mtype nobody reads.
+        let n = 0;
+        while (queue.trySend(50, Buffer.alloc(0))) n++;
+        expect(n).to.equal(capacity);
+        expect(queue.stat()).to.include({ bytes: 0, messages: capacity });
+        const r = await runTool('health', [], { MQ_KEY: String(key), CHANNELD_SHARDS: '2' });
+        expect(r.code).to.equal(1);
+        expect(r.stdout).to.contain(`unhealthy: queue 100.0% full by message count (${capacity} of ${capacity} messages, 0 bytes)`);
+        const json = JSON.parse((await runTool('health', ['--json'], { MQ_KEY: String(key), CHANNELD_SHARDS: '2' })).stdout) as { queue: Record<string, unknown> };
+        expect(json.queue).to.include({ fill: 1, limitedBy: 'messages', messages: capacity, bytes: 0 });
       });
 
       it('health --pm2 - no PM2 daemon at PM2_HOME: fails saying so, starts none', async () => {
