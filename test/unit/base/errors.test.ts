@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { ClientError, ClientErrorCode, toClientCode } from '../../../src/errors';
@@ -6,25 +6,30 @@ import { BacklogFullError } from '../../../src/ipc/ipc-error';
 import { RequestError } from '../../../src/ipc/endpoint';
 import { projectRoot } from '../../../src/schemas';
 
-/** PROTOCOL.md's "Error codes" section, in its order. */
+/** docs/protocol.md's "Error codes" section, in its order. */
 const PROTOCOL_CODES = [
   'BAD_FRAME', 'BAD_REQUEST', 'NOT_LOGGED_IN', 'ALREADY_LOGGED_IN', 'NAME_TAKEN', 'NOT_FOUND',
   'UNKNOWN_COMMAND', 'RATE_LIMITED', 'TIMEOUT', 'UNAVAILABLE', 'INTERNAL',
 ];
 
 describe('errors - the wire codes table', () => {
-  it('holds exactly the codes of PROTOCOL.md, each keyed by itself', () => {
+  it('holds exactly the codes of docs/protocol.md, each keyed by itself', () => {
     expect(Object.keys(ClientErrorCode)).to.deep.equal(PROTOCOL_CODES);
     for (const [k, v] of Object.entries(ClientErrorCode)) expect(v).to.equal(k);
   });
 
-  it('matches the contract file when it is beside the project', function () {
-    const file = join(projectRoot(), '..', 'shared', 'PROTOCOL.md');
-    if (!existsSync(file)) this.skip();
-    const text = readFileSync(file, 'utf8');
-    const section = text.slice(text.indexOf('## Error codes'), text.indexOf('## Consistency'));
-    const codes = [...section.matchAll(/`([A-Z_]+)`/g)].map((m) => m[1]);
-    expect(codes).to.deep.equal(PROTOCOL_CODES);
+  it('matches the error-code section of docs/protocol.md (the contract, in the repository)', () => {
+    const text = readFileSync(join(projectRoot(), 'docs', 'protocol.md'), 'utf8');
+    const start = text.indexOf('\n## Error codes\n');
+    expect(start, 'docs/protocol.md has an "## Error codes" section').to.be.greaterThan(-1);
+    const end = text.indexOf('\n## ', start + 1);
+    const section = text.slice(start, end === -1 ? undefined : end);
+    // The contract's list, word for word: every code in backquotes, in order.
+    const listed = section.slice(0, section.indexOf('**Details**'));
+    expect([...listed.matchAll(/`([A-Z_]+)`/g)].map((m) => m[1]), 'the Contract list').to.deep.equal(Object.keys(ClientErrorCode));
+    // The table: one row per code, its first column the code.
+    const rows = [...section.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]);
+    expect(rows, 'the table').to.deep.equal(Object.keys(ClientErrorCode));
   });
 
   it('maps internal failures to the code a client sees', () => {
