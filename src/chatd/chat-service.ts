@@ -9,7 +9,7 @@ import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
 import type { RequestValidator } from '../protocol/request-validator';
-import { parseSlashCommand, type Lang } from '../protocol/slash-command';
+import { parseSlashCommand, type Lang, type SlashCommand } from '../protocol/slash-command';
 import { channelText, findText, whisperSentText, type FindResult } from '../protocol/texts';
 import type { ClientConnection, ConnectionHandler } from './client-connection';
 import type { SessionReaper } from './session-reaper';
@@ -72,13 +72,14 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     conn.requestStarted();
     // The hot path, `find` in both forms: no Promise, the reply written as a JSON string.
     if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined);
+    let cmd: SlashCommand | undefined;
     if (req.op === 'chat' && conn.session && req.text.startsWith('/')) {
-      const cmd = parseSlashCommand(req.text);
+      cmd = parseSlashCommand(req.text);
       if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang);
     }
     let result: Fields | Promise<Fields>;
     try {
-      result = this.dispatch(conn, req);
+      result = this.dispatch(conn, req, cmd);
     } catch (err) {
       result = Promise.reject(err);
     }
@@ -152,7 +153,8 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     call.conn.requestDone();
   }
 
-  private dispatch(conn: ClientConnection, req: ClientRequest): Fields | Promise<Fields> {
+  /** `cmd`: the chat text's slash command, when onFrame has parsed it already. */
+  private dispatch(conn: ClientConnection, req: ClientRequest, cmd?: SlashCommand): Fields | Promise<Fields> {
     switch (req.op) {
       case 'ping':
         return {};
@@ -165,7 +167,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       case 'find':
         return this.find(req.name);
       case 'chat':
-        return this.chat(s, req.text);
+        return this.chat(s, req.text, cmd);
       case 'whisper':
         return this.whisper(s, req.to, req.text).then(() => ({}));
       case 'move':
@@ -209,14 +211,14 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     return r.online ? { name: r.name, online: true, channel: r.channel, owner: r.owner } : { name, online: false };
   }
 
-  private chat(s: Session, text: string): Fields | Promise<Fields> {
+  private chat(s: Session, text: string, parsed?: SlashCommand): Fields | Promise<Fields> {
     if (!text.startsWith('/')) {
       // Serialized once for every member (a channel may have thousands).
       const push = JSON.stringify(messagePush(s.name, s.channel, text));
       for (const other of this.sessions.inChannel(s.channel)) if (other !== s) other.conn.pushJson(push);
       return {};
     }
-    const cmd = parseSlashCommand(text);
+    const cmd = parsed ?? parseSlashCommand(text);
     switch (cmd.kind) {
       case 'error':
         throw new ClientError(cmd.code, cmd.message);
