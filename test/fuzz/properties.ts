@@ -133,7 +133,7 @@ type DecodeOutcome = { objects: unknown[]; error: string | null };
  * An independent reading of PROTOCOL.md's framing: 4-byte big-endian L (1..max), then L bytes
  * of UTF-8 (BOM ignored, as TextDecoder does) holding one JSON object; nothing after an error.
  */
-function referenceDecode(stream: Buffer, max: number): { objects: unknown[]; failed: boolean } {
+export function referenceDecode(stream: Buffer, max: number): { objects: unknown[]; failed: boolean } {
   const objects: unknown[] = [];
   let at = 0;
   while (stream.length - at >= 4) {
