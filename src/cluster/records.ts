@@ -113,6 +113,9 @@ export function writeFindReply(out: Buffer, hit: FindHit): number {
 /** Decodes an OK FIND reply payload in body[start, end); undefined when malformed. */
 export function readFindReply(body: Buffer, start: number, end: number): FindHit | undefined {
   if (end - start < FIND_REPLY_FIXED + 1 || end - start > MAX_FIND_REPLY_BYTES) return undefined;
+  // The range must lie inside the body, as readKey requires: the fixed fields are read first,
+  // and a range outside it would throw (RangeError) instead of refusing (found by fast-check).
+  if (start < 0 || end > body.length) return undefined;
   const channel = body.readUInt16LE(start);
   if (channel < 1) return undefined;
   const name = readKey(body, start + FIND_REPLY_FIXED, end, false);

@@ -73,5 +73,11 @@ describe('cluster - binary records (FIND and its reply)', () => {
     expect(readFindReply(Buffer.alloc(FIND_REPLY_FIXED), 0, FIND_REPLY_FIXED), 'no name').to.equal(undefined);
     const zeroChannel = Buffer.concat([Buffer.alloc(FIND_REPLY_FIXED), b('bob')]);
     expect(readFindReply(zeroChannel, 0, zeroChannel.length), 'channel 0').to.equal(undefined);
+    // Regression (fuzz): a range outside the body is refused, not a RangeError from readUInt16LE.
+    const ok = Buffer.concat([Buffer.from([1, 0]), Buffer.alloc(8), b('a')]);
+    expect(readFindReply(ok, 0, ok.length)).to.deep.equal({ name: 'a', channel: 1, owner: 0, ownerInc: 0 });
+    expect(readFindReply(ok, -1, ok.length), 'negative start').to.equal(undefined);
+    expect(readFindReply(ok, 1, ok.length + 1), 'end past the body').to.equal(undefined);
+    expect(readFindReply(Buffer.alloc(1), 0, 12), 'body shorter than the fixed fields').to.equal(undefined);
   });
 });
