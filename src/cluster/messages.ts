@@ -5,8 +5,6 @@ import { loadSchema } from '../schemas';
 export interface LoginPayload { name: string; session: number; channel: number }
 export type MovePayload = LoginPayload;
 export interface RemovePayload { name: string; session: number; owner: number; ownerInc: number }
-export interface FindPayload { name: string }
-export interface FindReplyPayload { name: string; channel: number; owner: number; ownerInc: number }
 export interface PurgePayload { owner: number; ownerInc: number; keep?: number }
 export interface CountPayload { count: number; conflicts?: number }
 export interface SyncPayload { entries: [string, number, number][]; last: boolean }
@@ -24,8 +22,6 @@ export interface PayloadTypes {
   login: LoginPayload;
   move: MovePayload;
   remove: RemovePayload;
-  find: FindPayload;
-  findReply: FindReplyPayload;
   purge: PurgePayload;
   count: CountPayload;
   sync: SyncPayload;

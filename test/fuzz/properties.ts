@@ -539,8 +539,6 @@ export const PAYLOAD_CHECKS: Record<PayloadName, Check> = {
   login,
   move: login,
   remove: shape({ name, session: u32, owner: mtype, ownerInc: u32 }),
-  find: shape({ name }),
-  findReply: shape({ name, channel, owner: mtype, ownerInc: u32 }),
   purge: shape({ owner: mtype, ownerInc: u32 }, { keep: u32 }),
   count: shape({ count: intIn(0, Infinity) }, { conflicts: intIn(0, Infinity) }),
   sync: shape({ entries: arrayOf(4096, tuple(name, u32, channel)), last: (v) => typeof v === 'boolean' }),
@@ -564,8 +562,8 @@ const payloadValueArb: fc.Arbitrary<unknown> = fc.oneof(
     // Objects with exactly one payload's keys, values nearly right: reaches every field rule.
     arbitrary: fc.constantFrom(...PAYLOAD_NAMES).chain((n) => {
       const keys: Record<PayloadName, string[]> = {
-        login: ['name', 'session', 'channel'], move: ['name', 'session', 'channel'], remove: ['name', 'session', 'owner', 'ownerInc'], find: ['name'],
-        findReply: ['name', 'channel', 'owner', 'ownerInc'], purge: ['owner', 'ownerInc', 'keep'], count: ['count', 'conflicts'], sync: ['entries', 'last'],
+        login: ['name', 'session', 'channel'], move: ['name', 'session', 'channel'], remove: ['name', 'session', 'owner', 'ownerInc'],
+        purge: ['owner', 'ownerInc', 'keep'], count: ['count', 'conflicts'], sync: ['entries', 'last'],
         heartbeat: ['role', 'index', 'pid'], hello: ['shard'], helloReply: ['chatds'], resync: ['shard', 'shardInc'], sessionEnd: ['name', 'session'],
         whisper: ['to', 'from', 'text'], membership: ['shards'], empty: [], status: ['x'],
       };
