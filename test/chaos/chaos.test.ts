@@ -1,0 +1,478 @@
+import { expect } from 'chai';
+import { SysvQueue } from '../../src/ipc';
+import { encodeEnvelope } from '../../src/ipc/envelope';
+import { MTYPE_CHATD_BASE, MTYPE_GC, MTYPE_SHARD_BASE } from '../../src/ipc/mtypes';
+import { ChatClient, type Reply } from '../helpers/chat-client';
+import { sleep, useCluster } from '../helpers/cluster';
+import { cleanupChecks, expectEachReplyOnce } from '../e2e/e2e-support';
+
+/**
+ * Chaos suite (docs/reliability.md, "Chaos suite"): faults injected one after another into a
+ * real cluster under PM2 while a load of finds runs, every answer checked against the truth
+ * the test keeps (who is logged in, on which channel).
+ *
+ * CHAOS_FAULTS (default 10) sets the number of faults; CHAOS_SEED replays a run's choices.
+ */
+
+const SHARDS = 3;
+const CHANNELS = 20;
+const CHARACTERS = 200;
+const FAULTS = Math.max(1, Number(process.env.CHAOS_FAULTS ?? 10) || 10);
+const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31)) >>> 0;
+/** A request without a reply this long after it was sent is hung. */
+const HUNG_MS = 10_000;
+/** Every connected character must be found, right, this long after the last fault. */
+const RECOVERY_MS = 3000;
+const LOAD_CLIENTS = 4;
+const LOAD_WINDOW = 3;
+/** Junk and forged envelopes are sent for this long per flood. */
+const FLOOD_MS = 600;
+/** Unowned mtype (reserved range 4..99) for the junk flood. */
+const JUNK_MTYPE = 42;
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = mulberry32(SEED);
+const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+const between = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
+
+/** One character of the truth. `gen` changes whenever its state is in doubt or changes. */
+interface Character {
+  name: string;
+  channel: number;
+  /** Its connection is up and its login was confirmed, and no chatD kill happened since. */
+  stable: boolean;
+  /** Channel before the last re-login (a find in doubt may still see it). */
+  previousChannel: number;
+  /** Channel of a login sent and not yet confirmed (a find in doubt may already see it). */
+  pendingChannel: number;
+  gen: number;
+  client: ChatClient | undefined;
+}
+
+interface Figures {
+  sent: number;
+  ok: number;
+  codes: Map<string, number>;
+  wrong: string[];
+  hung: string[];
+  /** Requests whose connection closed before the reply (only a chatD kill closes them). */
+  cut: number;
+  /** Ok answers checked strictly (the character was stable from send to reply). */
+  strict: number;
+}
+
+type FaultKind =
+  | 'kill-shard'
+  | 'kill-gc'
+  | 'kill-chatd'
+  | 'stop-shard'
+  | 'stop-gc'
+  | 'pair-kill-shard-gc'
+  | 'pair-stop-shard-gc'
+  | 'pair-kill-shard-stop-gc'
+  | 'flood-unowned'
+  | 'flood-gc-forged';
+
+const KINDS: readonly FaultKind[] = [
+  'kill-shard',
+  'kill-gc',
+  'kill-chatd',
+  'stop-shard',
+  'stop-gc',
+  'pair-kill-shard-gc',
+  'pair-stop-shard-gc',
+  'pair-kill-shard-stop-gc',
+  'flood-unowned',
+  'flood-gc-forged',
+];
+
+describe('chaos: faults injected under a checked load of finds', function () {
+  this.timeout(30_000 + FAULTS * 12_000);
+  const cluster = useCluster({
+    shards: SHARDS,
+    label: 'chaos',
+    // The load is a few connections asking as fast as they are answered: no per-connection rate limit.
+    env: { CHATD_RATE_PER_SEC: '1000000', CHATD_RATE_BURST: '1000000' },
+  });
+  const characters = new Map<string, Character>();
+  const figures: Figures = { sent: 0, ok: 0, codes: new Map(), wrong: [], hung: [], cut: 0, strict: 0 };
+  const loadClients: ChatClient[] = [];
+  const replacing: (Promise<void> | undefined)[] = [];
+  const everyClient: ChatClient[] = [];
+  const stoppedPids = new Set<number>();
+  const faultLog: string[] = [];
+  let watcherSeq = 0;
+  let running = false;
+  let loops: Promise<void>[] = [];
+
+  const track = (c: ChatClient): ChatClient => {
+    cluster().track(c);
+    everyClient.push(c);
+    return c;
+  };
+
+  async function connectRetrying(deadline: number): Promise<ChatClient> {
+    for (;;) {
+      try {
+        return track(await ChatClient.connect(cluster().port, { connectTimeoutMs: 1000, requestTimeoutMs: HUNG_MS }));
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`chatD not accepting: ${(err as Error).message}`);
+        await sleep(50);
+      }
+    }
+  }
+
+  /** Logs `ch` in on a fresh connection, retrying refusals until the deadline. */
+  async function loginCharacter(ch: Character, channel: number, deadline: number): Promise<void> {
+    let last = '';
+    for (;;) {
+      if (Date.now() > deadline) throw new Error(`login ${ch.name}@${channel} not accepted in time: ${last}`);
+      const c = ch.client && !ch.client.isClosed ? ch.client : await connectRetrying(deadline);
+      ch.client = c;
+      ch.pendingChannel = channel;
+      let r: Reply;
+      try {
+        r = await c.request({ op: 'login', name: ch.name, channel }, HUNG_MS);
+      } catch (err) {
+        last = (err as Error).message;
+        await sleep(50);
+        continue;
+      }
+      if (r.ok === true) {
+        ch.previousChannel = ch.channel;
+        ch.channel = channel;
+        ch.gen++;
+        ch.stable = true;
+        return;
+      }
+      last = JSON.stringify(r);
+      // NAME_TAKEN until the collector purged the killed chatD's sessions; TIMEOUT/UNAVAILABLE while shards recover.
+      await sleep(100);
+    }
+  }
+
+  /** A logged-in load connection (re-made after a chatD kill). */
+  async function loadClient(deadline: number): Promise<ChatClient> {
+    for (;;) {
+      const c = await connectRetrying(deadline);
+      try {
+        const r = await c.request({ op: 'login', name: `Watcher${++watcherSeq}`, channel: 1 }, HUNG_MS);
+        if (r.ok === true) return c;
+      } catch {
+        /* closed meanwhile: again */
+      }
+      await c.destroy();
+      if (Date.now() > deadline) throw new Error('no load connection in time');
+      await sleep(100);
+    }
+  }
+
+  function checkAnswer(r: Reply, asChat: boolean, query: string, target: Character | undefined, genAtSend: number, stableAtSend: boolean): void {
+    if (r.ok !== true) {
+      const code = r.error?.code ?? '?';
+      figures.codes.set(code, (figures.codes.get(code) ?? 0) + 1);
+      if (code !== 'TIMEOUT' && code !== 'UNAVAILABLE') figures.wrong.push(`${query}: error ${JSON.stringify(r)}`);
+      return;
+    }
+    figures.ok++;
+    const said = (asChat ? (r.result as Record<string, unknown> | undefined) : r) ?? {};
+    const what = `${asChat ? '/찾기' : 'find'} ${query} -> ${JSON.stringify(r)}`;
+    if (!target) {
+      if (!(said.online === false && !('channel' in said) && said.name === query)) figures.wrong.push(`never logged in, ${what}`);
+      else if (asChat && r.text !== `${query}님을 찾을 수 없습니다.`) figures.wrong.push(`text, ${what}`);
+      return;
+    }
+    const strict = stableAtSend && target.stable && target.gen === genAtSend;
+    if (strict) {
+      figures.strict++;
+      if (!(said.online === true && said.name === target.name && said.channel === target.channel)) {
+        figures.wrong.push(`online on channel ${target.channel}, ${what}`);
+      } else if (asChat && r.text !== `${target.name}님은 ${target.channel}채널에 있습니다.`) figures.wrong.push(`text, ${what}`);
+      return;
+    }
+    // In doubt (its chatD was killed around this request): offline, or online on its old or new channel.
+    const fine =
+      said.name === target.name &&
+      ((said.online === false && !('channel' in said)) ||
+        (said.online === true && (said.channel === target.channel || said.channel === target.previousChannel || said.channel === target.pendingChannel)));
+    if (!fine) figures.wrong.push(`in doubt (channel ${target.previousChannel}, ${target.channel} or ${target.pendingChannel}, or offline), ${what}`);
+  }
+
+  async function loadLoop(slot: number): Promise<void> {
+    let k = slot;
+    const names = [...characters.keys()];
+    while (running) {
+      const conn = slot % LOAD_CLIENTS;
+      const c = loadClients[conn]!;
+      if (c.isClosed) {
+        // Its chatD was killed: one new connection per slot, the other loops of it wait.
+        replacing[conn] ??= loadClient(Date.now() + 30_000)
+          .then((fresh) => {
+            loadClients[conn] = fresh;
+          })
+          .catch(() => sleep(100))
+          .finally(() => {
+            replacing[conn] = undefined;
+          });
+        await replacing[conn];
+        continue;
+      }
+      k++;
+      const offline = rand() < 0.25;
+      const target = offline ? undefined : characters.get(pick(names))!;
+      const query = target ? target.name : `Nobody${Math.floor(rand() * 1e6)}`;
+      const asChat = k % 2 === 0;
+      const req = asChat ? { op: 'chat', text: `/찾기 ${query}` } : { op: 'find', name: query };
+      const genAtSend = target?.gen ?? 0;
+      const stableAtSend = target?.stable ?? true;
+      figures.sent++;
+      let r: Reply;
+      try {
+        r = await c.request(req, HUNG_MS);
+      } catch (err) {
+        const msg = (err as Error).message;
+        if (/connection (is )?closed/.test(msg)) figures.cut++;
+        else figures.hung.push(`${msg} (${query})`);
+        continue;
+      }
+      checkAnswer(r, asChat, query, target, genAtSend, stableAtSend);
+    }
+  }
+
+  /** Waits until PM2 has had `app instance` up for at least 1.2 s (min_uptime is 1 s). */
+  async function settled(app: string, instance: number): Promise<number> {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const p = await cluster().process(app, instance);
+      if (p.status === 'online' && p.pid > 0 && Date.now() - p.uptimeSince >= 1200) return p.pid;
+      if (Date.now() > deadline) throw new Error(`${app} ${instance} not settled: ${JSON.stringify(p)}`);
+      await sleep(100);
+    }
+  }
+
+  async function kill(app: string, instance: number): Promise<() => Promise<void>> {
+    const pid = await settled(app, instance);
+    process.kill(pid, 'SIGKILL');
+    return async () => {
+      await cluster().waitRestarted(app, instance, pid, 20_000);
+    };
+  }
+
+  async function pause(app: string, instance: number): Promise<() => void> {
+    const pid = await settled(app, instance);
+    process.kill(pid, 'SIGSTOP');
+    stoppedPids.add(pid);
+    return () => {
+      process.kill(pid, 'SIGCONT');
+      stoppedPids.delete(pid);
+    };
+  }
+
+  async function flood(mtype: number, forged: boolean): Promise<number> {
+    const q = SysvQueue.open({ key: cluster().mqKey, create: false, trustedUids: 'any' });
+    const until = Date.now() + FLOOD_MS;
+    let sent = 0;
+    while (Date.now() < until) {
+      for (let i = 0; i < 200; i++) {
+        let body: Buffer;
+        if (!forged || rand() < 0.3) {
+          body = Buffer.alloc(between(1, 200));
+          for (let b = 0; b < body.length; b++) body[b] = Math.floor(rand() * 256);
+        } else {
+          // Envelopes claiming to come from a live process's mtype with a new incarnation (defect 2's shape).
+          const from = rand() < 0.5 ? MTYPE_CHATD_BASE : MTYPE_SHARD_BASE + between(0, SHARDS - 1);
+          const records = [{ kind: between(0, 255), status: between(0, 255), reqId: between(0, 1e6), payload: Buffer.alloc(between(0, 40), between(0, 255)) }];
+          body = encodeEnvelope({ from, fromIncarnation: between(1, 2 ** 31), toIncarnation: between(0, 2 ** 31) }, records);
+        }
+        if (!q.trySend(mtype, body)) break;
+        sent++;
+      }
+      await sleep(5);
+    }
+    return sent;
+  }
+
+  async function killChatd(): Promise<void> {
+    const chars = [...characters.values()];
+    const pid = await settled('chatd', 0);
+    for (const ch of chars) {
+      ch.stable = false;
+      ch.gen++;
+    }
+    process.kill(pid, 'SIGKILL');
+    await Promise.all(chars.map((ch) => ch.client?.closed));
+    await cluster().waitRestarted('chatd', 0, pid, 20_000);
+    const deadline = Date.now() + 30_000;
+    for (let i = 0; i < chars.length; i += 50) {
+      await Promise.all(
+        chars.slice(i, i + 50).map((ch) => {
+          ch.client = undefined;
+          return loginCharacter(ch, (ch.channel % CHANNELS) + 1, deadline);
+        }),
+      );
+    }
+  }
+
+  async function inject(kind: FaultKind): Promise<string> {
+    const shard = between(0, SHARDS - 1);
+    switch (kind) {
+      case 'kill-shard':
+        await (await kill('channeld', shard))();
+        return `SIGKILL channeld ${shard}`;
+      case 'kill-gc':
+        await (await kill('gc', 0))();
+        return 'SIGKILL gc';
+      case 'kill-chatd':
+        await killChatd();
+        return 'SIGKILL chatd, 200 characters logged in again';
+      case 'stop-shard': {
+        const ms = between(1000, 2000);
+        const cont = await pause('channeld', shard);
+        await sleep(ms);
+        cont();
+        return `SIGSTOP channeld ${shard} for ${ms} ms`;
+      }
+      case 'stop-gc': {
+        const ms = between(1000, 2000);
+        const cont = await pause('gc', 0);
+        await sleep(ms);
+        cont();
+        return `SIGSTOP gc for ${ms} ms`;
+      }
+      case 'pair-kill-shard-gc': {
+        await settled('gc', 0);
+        const gap = between(0, 400);
+        const a = await kill('channeld', shard);
+        await sleep(gap);
+        const b = await kill('gc', 0);
+        await Promise.all([a(), b()]);
+        return `SIGKILL channeld ${shard}, SIGKILL gc ${gap} ms later`;
+      }
+      case 'pair-stop-shard-gc': {
+        await settled('gc', 0);
+        const gap = between(0, 400);
+        const ms = between(1000, 2000);
+        const a = await pause('channeld', shard);
+        await sleep(gap);
+        const b = await pause('gc', 0);
+        await sleep(ms);
+        a();
+        b();
+        return `SIGSTOP channeld ${shard}, SIGSTOP gc ${gap} ms later, both SIGCONT after ${ms} ms`;
+      }
+      case 'pair-kill-shard-stop-gc': {
+        await settled('gc', 0);
+        const gap = between(0, 400);
+        const ms = between(1000, 2000);
+        const a = await kill('channeld', shard);
+        await sleep(gap);
+        const b = await pause('gc', 0);
+        await sleep(ms);
+        b();
+        await a();
+        return `SIGKILL channeld ${shard}, SIGSTOP gc ${gap} ms later for ${ms} ms`;
+      }
+      case 'flood-unowned':
+        return `flood of junk on unowned mtype ${JUNK_MTYPE}: ${await flood(JUNK_MTYPE, false)} messages in ${FLOOD_MS} ms`;
+      case 'flood-gc-forged':
+        return `flood of forged envelopes and junk on gc's mtype ${MTYPE_GC}: ${await flood(MTYPE_GC, true)} messages in ${FLOOD_MS} ms`;
+    }
+  }
+
+  after(() => {
+    running = false;
+    for (const pid of stoppedPids) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
+    }
+  });
+
+  it(`${FAULTS} faults under load: 0 wrong answers, 0 hung requests, all found again within ${RECOVERY_MS} ms of the last fault`, async () => {
+    console.log(`      (CHAOS_SEED=${SEED} CHAOS_FAULTS=${FAULTS})`);
+    for (let i = 0; i < CHARACTERS; i++) {
+      const name = i % 4 === 0 ? `전사${i}` : `Warrior${i}`;
+      characters.set(name, { name, channel: (i % CHANNELS) + 1, previousChannel: (i % CHANNELS) + 1, pendingChannel: (i % CHANNELS) + 1, stable: false, gen: 0, client: undefined });
+    }
+    const all = [...characters.values()];
+    const setupDeadline = Date.now() + 30_000;
+    for (let i = 0; i < all.length; i += 50) {
+      await Promise.all(all.slice(i, i + 50).map((ch) => loginCharacter(ch, ch.channel, setupDeadline)));
+    }
+    for (let i = 0; i < LOAD_CLIENTS; i++) loadClients.push(await loadClient(Date.now() + 10_000));
+    running = true;
+    loops = Array.from({ length: LOAD_CLIENTS * LOAD_WINDOW }, (_, slot) => loadLoop(slot));
+
+    // The first 10 faults are each kind once, in a random order; then kinds at random.
+    const order = [...KINDS].sort(() => rand() - 0.5);
+    const t0 = Date.now();
+    let lastFaultEnd = 0;
+    let lastFaultStart = 0;
+    await sleep(500);
+    for (let f = 0; f < FAULTS; f++) {
+      const kind = f < order.length ? order[f]! : pick(KINDS);
+      lastFaultStart = Date.now();
+      const what = await inject(kind);
+      lastFaultEnd = Date.now();
+      faultLog.push(`#${f + 1} +${((lastFaultStart - t0) / 1000).toFixed(1)}s ${what} (${lastFaultEnd - lastFaultStart} ms)`);
+      await sleep(between(200, 800));
+    }
+    const sinceLast = Date.now();
+
+    // Every connected character found, right, within RECOVERY_MS of the last fault (the load keeps running).
+    const checker = await loadClient(Date.now() + 10_000);
+    let recoveredAt = 0;
+    let lastBad: string[] = [];
+    while (Date.now() - lastFaultEnd < RECOVERY_MS + 7000) {
+      const replies = await Promise.all(
+        all.map((ch) => checker.request({ op: 'find', name: ch.name }, HUNG_MS).catch((err: Error) => ({ ok: false, error: { code: err.message } }) as unknown as Reply)),
+      );
+      lastBad = replies
+        .map((r, i) => ({ r, ch: all[i]! }))
+        .filter(({ r, ch }) => !(r.ok === true && r.online === true && r.name === ch.name && r.channel === ch.channel))
+        .map(({ r, ch }) => `${ch.name}@${ch.channel}: ${JSON.stringify(r)}`);
+      if (lastBad.length === 0) {
+        recoveredAt = Date.now();
+        break;
+      }
+      await sleep(100);
+    }
+    await sleep(500);
+    running = false;
+    await Promise.all(loops);
+
+    const codes = Object.fromEntries(figures.codes);
+    console.log(`      faults (seed ${SEED}):\n${faultLog.map((l) => `        ${l}`).join('\n')}`);
+    console.log(
+      `      figures: ${faultLog.length} faults in ${((lastFaultEnd - t0) / 1000).toFixed(1)} s; ${figures.sent} requests, ${figures.ok} ok ` +
+        `(${figures.strict} checked strictly), errors ${JSON.stringify(codes)}, wrong ${figures.wrong.length}, hung ${figures.hung.length}, ` +
+        `cut by chatD kills ${figures.cut}; all ${CHARACTERS} found again ` +
+        (recoveredAt ? `${recoveredAt - lastFaultEnd} ms after the end of the last fault (${recoveredAt - lastFaultStart} ms after its start; sweep began ${sinceLast - lastFaultEnd} ms after)` : 'NEVER'),
+    );
+
+    if (figures.wrong.length > 0) console.log(`      wrong answers (first 20):\n${figures.wrong.slice(0, 20).map((w) => `        ${w}`).join('\n')}`);
+    if (figures.hung.length > 0) console.log(`      hung (first 10):\n${figures.hung.slice(0, 10).map((w) => `        ${w}`).join('\n')}`);
+    expect(figures.wrong.slice(0, 5), `${figures.wrong.length} wrong answer(s)`).to.deep.equal([]);
+    expect(figures.hung.slice(0, 5), `${figures.hung.length} hung request(s)`).to.deep.equal([]);
+    for (const code of Object.keys(codes)) expect(['TIMEOUT', 'UNAVAILABLE'], `error code ${code}`).to.include(code);
+    for (const c of everyClient) expectEachReplyOnce(c);
+    expect(recoveredAt, `not all found again; ${lastBad.length} wrong, e.g. ${lastBad.slice(0, 3).join('; ')}`).to.be.greaterThan(0);
+    expect(recoveredAt - lastFaultEnd, `all found again within ${RECOVERY_MS} ms of the last fault`).to.be.at.most(RECOVERY_MS);
+    expect(figures.ok, 'the load got answers').to.be.greaterThan(100);
+  });
+
+  describe('end', () => {
+    cleanupChecks(cluster);
+  });
+});
