@@ -19,6 +19,8 @@ import type { FindOutcome, ShardClient } from './shard-client';
 /** One find in flight: what its reply needs (the ctx of the endpoint's ReplySink). */
 class FindCall {
   shard = 0;
+  /** The directory key asked for (the reply must be about it). */
+  key = '';
   constructor(
     readonly conn: ClientConnection,
     readonly id: number,
@@ -119,7 +121,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   onReply(call: FindCall, status: number, body: Buffer, start: number, end: number): void {
     let r: FindOutcome;
     try {
-      r = this.shards.findOutcome(status, body, start, end);
+      r = this.shards.findOutcome(status, body, start, end, call.key);
     } catch (err) {
       this.failFind(call, err);
       return;

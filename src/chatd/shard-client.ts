@@ -47,7 +47,7 @@ export class ShardClient {
   async find(name: string): Promise<FindOutcome> {
     return new Promise((resolve, reject) => {
       try {
-        this.sendFind(name, promiseFindSink, { resolve, reject, shard: 0, client: this });
+        this.sendFind(name, promiseFindSink, { resolve, reject, shard: 0, key: '', client: this });
       } catch (err) {
         reject(err);
       }
@@ -60,20 +60,25 @@ export class ShardClient {
    * The sink turns the reply into an outcome with findOutcome() and failures with
    * clientError(). Throws ClientError UNAVAILABLE at once when the shard is known down.
    */
-  sendFind<C extends { shard: number }>(name: string, sink: ReplySink<C>, ctx: C): void {
+  sendFind<C extends { shard: number; key: string }>(name: string, sink: ReplySink<C>, ctx: C): void {
     const key = normalizeName(name);
     const shard = shardOfKey(key, this.shards);
     if (!this.isUp(shard)) throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} is down; retry later`);
     ctx.shard = shard;
+    ctx.key = key;
     this.endpoint.call(shardMtype(shard), Kind.FIND, key, this.timeoutMs, sink, ctx);
   }
 
-  /** A FIND reply's meaning. Throws ClientError for an error status or a malformed reply. */
-  findOutcome(status: number, body: Buffer, start: number, end: number): FindOutcome {
+  /**
+   * A FIND reply's meaning, for the name whose directory key is `key`. Throws ClientError for
+   * an error status, a malformed reply, or a reply about another name (never passed on).
+   */
+  findOutcome(status: number, body: Buffer, start: number, end: number, key: string): FindOutcome {
     if (status === Status.NOT_FOUND) return OFFLINE;
     this.checkStatus(status);
     const hit = readFindReply(body, start, end);
     if (!hit) throw new ClientError(ClientErrorCode.INTERNAL, 'shard sent a malformed reply');
+    if (normalizeName(hit.name) !== key) throw new ClientError(ClientErrorCode.INTERNAL, 'shard answered for another name');
     return { online: true, name: hit.name, channel: hit.channel, owner: hit.owner, ownerInc: hit.ownerInc };
   }
 
@@ -157,12 +162,13 @@ interface PromiseFind {
   resolve: (o: FindOutcome) => void;
   reject: (e: unknown) => void;
   shard: number;
+  key: string;
   client?: ShardClient;
 }
-const promiseFindSink: ReplySink<PromiseFind & { shard: number }> = {
+const promiseFindSink: ReplySink<PromiseFind> = {
   onReply(ctx, status, body, start, end) {
     try {
-      ctx.resolve(ctx.client!.findOutcome(status, body, start, end));
+      ctx.resolve(ctx.client!.findOutcome(status, body, start, end, ctx.key));
     } catch (err) {
       ctx.reject(err);
     }

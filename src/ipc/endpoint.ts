@@ -588,6 +588,11 @@ export class Endpoint {
           this.counters.late++;
           continue;
         }
+        if (this.slotTo[slot] !== from) {
+          // Not from the mtype the request went to: foreign or forged, never an answer.
+          this.counters.garbage++;
+          continue;
+        }
         const sink = this.slotSink[slot]!;
         const ctx = this.slotCtx[slot];
         this.finish(slot);

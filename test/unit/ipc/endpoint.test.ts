@@ -349,6 +349,20 @@ describe('ipc/endpoint over LocalTransport', function () {
     expect(asker.counters.repliesReceived).to.equal(0);
   });
 
+  it('forged reply - a reply with a pending request id from another mtype is not taken (garbage); the real answer still is', async () => {
+    const { r, asker, server } = pair();
+    const held: (() => void)[] = [];
+    server.start((_rec, reply) => held.push(() => reply!(0, Buffer.from('real'))));
+    const p = asker.request(SERVER, KIND_ECHO, Buffer.from('q'), 2000);
+    const reqId = (asker as unknown as { slotIds: Uint32Array }).slotIds.find((id) => id !== 0)!;
+    r.transports[1]!.send(ASKER, encodeEnvelope({ from: NOBODY, fromIncarnation: 5, toIncarnation: 0 }, [
+      { kind: KIND_ECHO | 0x80, reqId, deadline: deadlineIn(1000), payload: Buffer.from('forged') },
+    ]));
+    await waitFor(() => asker.counters.garbage === 1 && held.length === 1, 2000, 5, 'forged reply dropped');
+    held[0]!();
+    expect((await p).payload.toString()).to.equal('real');
+  });
+
   it('adaptive batching - with one envelope of requests allowed in flight, a burst to a slow server travels in few envelopes', async () => {
     const r = rig(2);
     const asker = scope.track(new Endpoint(r.transports[0]!, { mtype: ASKER, incarnation: newIncarnation(), maxBatchBytes: 8192, timeoutSweepMs: 5, maxEnvelopesInFlight: 1 }));

@@ -1,0 +1,49 @@
+import { expect } from 'chai';
+import { ShardClient } from '../../../src/chatd/shard-client';
+import { Status } from '../../../src/cluster/kinds';
+import { MAX_FIND_REPLY_BYTES, writeFindReply } from '../../../src/cluster/records';
+import { normalizeName } from '../../../src/cluster/names';
+import { ClientError, ClientErrorCode } from '../../../src/errors';
+import type { Endpoint } from '../../../src/ipc/endpoint';
+
+describe('chatd - shard client: FIND outcomes', () => {
+  const client = new ShardClient({ mtype: 1000, incarnation: 1 } as unknown as Endpoint, 4, 1000, 1000);
+  const reply = (name: string, channel = 3): Buffer => {
+    const b = Buffer.alloc(MAX_FIND_REPLY_BYTES);
+    return b.subarray(0, writeFindReply(b, { name, channel, owner: 1000, ownerInc: 7 }));
+  };
+
+  it('a hit for the name asked (any spelling of it) is the answer; NOT_FOUND is offline', () => {
+    const r = reply('타락파워전사');
+    expect(client.findOutcome(Status.OK, r, 0, r.length, normalizeName('타락파워전사'))).to.deep.equal({ online: true, name: '타락파워전사', channel: 3, owner: 1000, ownerInc: 7 });
+    const bob = reply('Bob_7', 12);
+    expect(client.findOutcome(Status.OK, bob, 0, bob.length, normalizeName('BOB_7'))).to.include({ online: true, channel: 12 });
+    expect(client.findOutcome(Status.NOT_FOUND, Buffer.alloc(0), 0, 0, 'x')).to.deep.equal({ online: false });
+  });
+
+  it('a reply about another name (a forged or misrouted reply) is INTERNAL, never passed on as the answer', () => {
+    const r = reply('Warrior154', 4);
+    let err: unknown;
+    try {
+      client.findOutcome(Status.OK, r, 0, r.length, normalizeName('Warrior131'));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(ClientError);
+    expect((err as ClientError).code).to.equal(ClientErrorCode.INTERNAL);
+  });
+
+  it('error statuses map to client codes; a malformed OK reply is INTERNAL', () => {
+    const code = (status: number, body = Buffer.alloc(0)): string => {
+      try {
+        client.findOutcome(status, body, 0, body.length, 'x');
+        return 'ok';
+      } catch (e) {
+        return (e as ClientError).code;
+      }
+    };
+    expect(code(Status.UNAVAILABLE)).to.equal(ClientErrorCode.UNAVAILABLE);
+    expect(code(Status.BAD_REQUEST)).to.equal(ClientErrorCode.INTERNAL);
+    expect(code(Status.OK, Buffer.from([1, 0, 0]))).to.equal(ClientErrorCode.INTERNAL);
+  });
+});
