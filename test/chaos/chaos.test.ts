@@ -145,7 +145,10 @@ const KINDS: readonly FaultKind[] = [
  *   requests: `find Warrior131` answered `{"name":"Warrior154","online":true,"channel":4}`
  *   (seed 7, CHAOS_KINDS=flood-chatd-forged-reqid,flood-shard-forged CHAOS_FAULTS=4). With
  *   uniformly random 32-bit ids (the default `flood-chatd-forged`) a hit is too unlikely to
- *   show.
+ *   show. Mitigated since: replies are taken only from the request's destination mtype, and a
+ *   FIND reply must name the name asked (else INTERNAL); that seed and kinds then gave 0 wrong.
+ *   Still opt-in: a forger writing from the right shard's mtype about the very name asked can
+ *   still succeed (docs/reliability.md).
  */
 const OPT_IN_KINDS: readonly FaultKind[] = ['flood-shard-forged-owner', 'flood-chatd-forged-reqid'];
 const CHOSEN_KINDS: readonly FaultKind[] = process.env.CHAOS_KINDS
