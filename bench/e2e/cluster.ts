@@ -11,12 +11,14 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { shardFor } from '../../src/cluster/shard-for';
-import { SysvQueue } from '../../src/ipc';
 import { ChatClient } from '../../test/helpers/chat-client';
+import { freePort, hasPm2Home, isAlive, namesPerShard, removeQueueByKey, unusedQueueKey } from '../../test/helpers/host';
+
+export { isAlive } from '../../test/helpers/host';
+/** The benchmark's queue keys: another range than the e2e suites' (0x3e...), so the two never meet. */
+const BENCH_KEY_BASE = 0x3d000000;
 
 export const BENCH_ROOT = resolve(__dirname, '..', '..', '..');
 
@@ -48,7 +50,7 @@ export class BenchCluster {
     const own = join(root, 'node_modules', '.bin', 'pm2');
     this.pm2Bin = existsSync(own) ? own : join(BENCH_ROOT, 'node_modules', '.bin', 'pm2');
     this.home = mkdtempSync(join(tmpdir(), 'chatd-bench-e2e-'));
-    this.mqKey = unusedQueueKey();
+    this.mqKey = unusedQueueKey(BENCH_KEY_BASE);
   }
 
   /** The configuration handed to PM2 (and so to every process). */
@@ -195,7 +197,7 @@ export class BenchCluster {
     for (const e of safeReaddir('/proc')) {
       if (/^\d+$/.test(e) && Number(e) !== process.pid) candidates.add(Number(e));
     }
-    return [...candidates].filter((pid) => isAlive(pid) && hasHome(pid, this.home));
+    return [...candidates].filter((pid) => isAlive(pid) && hasPm2Home(pid, this.home));
   }
 
   private readDaemonPid(): number | undefined {
@@ -265,16 +267,6 @@ export class BenchCluster {
   }
 }
 
-function namesPerShard(shards: number, prefix: string): string[] {
-  const out: (string | undefined)[] = new Array(shards).fill(undefined);
-  for (let i = 0; out.some((x) => x === undefined); i++) {
-    const name = `${prefix}${i}`;
-    const s = shardFor(name, shards);
-    if (out[s] === undefined) out[s] = name;
-  }
-  return out as string[];
-}
-
 function safeReaddir(dir: string): string[] {
   try {
     return readdirSync(dir);
@@ -283,64 +275,3 @@ function safeReaddir(dir: string): string[] {
   }
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function hasHome(pid: number, home: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`PM2_HOME=${home}`);
-  } catch {
-    return false;
-  }
-}
-
-export function queueExistsByKey(key: number): boolean {
-  try {
-    SysvQueue.open({ key, create: false, trustedUids: 'any' });
-    return true;
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return false;
-    throw err;
-  }
-}
-
-function removeQueueByKey(key: number): void {
-  let q: SysvQueue;
-  try {
-    q = SysvQueue.open({ key, create: false, trustedUids: 'any' });
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return;
-    throw err;
-  }
-  q.remove();
-}
-
-function unusedQueueKey(): number {
-  for (;;) {
-    // Another range than the e2e suites' (0x3e...), so the two never meet.
-    const key = 0x3d000000 + 1 + Math.floor(Math.random() * 0x00fffffe);
-    if (!queueExistsByKey(key)) return key;
-  }
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}

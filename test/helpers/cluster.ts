@@ -1,11 +1,15 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SysvQueue } from '../../src/ipc';
 import { shardFor } from '../../src/cluster/shard-for';
 import { ChatClient, type Reply } from './chat-client';
+import { freePort, hasPm2Home, isAlive, namesPerShard, queueExistsByKey, removeQueueByKey, unusedQueueKey } from './host';
+
+export { isAlive, namesPerShard, queueExistsByKey } from './host';
+/** The e2e suites' queue keys (the benchmark uses another range, so the two never meet). */
+const E2E_KEY_BASE = 0x3e000000;
 
 /**
  * A real cluster for end-to-end suites: the project's own PM2 (node_modules/.bin/pm2, never
@@ -88,7 +92,7 @@ export class Cluster {
     this.shards = options.shards ?? 2;
     this.label = options.label ?? 'cluster';
     this.home = mkdtempSync(join(tmpdir(), 'chatd-e2e-'));
-    this.mqKey = unusedQueueKey();
+    this.mqKey = unusedQueueKey(E2E_KEY_BASE);
     this.env = {};
     live.add(this);
   }
@@ -368,7 +372,7 @@ export class Cluster {
     const candidates = new Set<number>(this.seenPids);
     if (this.daemonPid !== undefined) candidates.add(this.daemonPid);
     for (const pid of scanProcPidsWithHome(this.home)) candidates.add(pid);
-    return [...candidates].filter((pid) => isAlive(pid) && hasOurHome(pid, this.home));
+    return [...candidates].filter((pid) => isAlive(pid) && hasPm2Home(pid, this.home));
   }
 
   private readDaemonPid(): number | undefined {
@@ -436,16 +440,6 @@ function anyFailed(suite: Mocha.Suite): boolean {
 }
 
 /** Names, one per shard, that hash to shards 0..shards-1 (in order). */
-export function namesPerShard(shards: number, prefix: string): string[] {
-  const out: (string | undefined)[] = new Array(shards).fill(undefined);
-  for (let i = 0; out.some((x) => x === undefined); i++) {
-    const name = `${prefix}${i}`;
-    const s = shardFor(name, shards);
-    if (out[s] === undefined) out[s] = name;
-  }
-  return out as string[];
-}
-
 /** `count` names owned by `shard` (of `shards`), built as prefix + counter. */
 export function namesOnShard(shard: number, shards: number, prefix: string, count: number): string[] {
   const out: string[] = [];
@@ -458,17 +452,6 @@ export function namesOnShard(shard: number, shards: number, prefix: string, coun
 
 export function shardOf(name: string, shards: number): number {
   return shardFor(name, shards);
-}
-
-/** Whether a queue with this key exists (msgget without IPC_CREAT). */
-export function queueExistsByKey(key: number): boolean {
-  try {
-    SysvQueue.open({ key, create: false, trustedUids: 'any' });
-    return true;
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return false;
-    throw err;
-  }
 }
 
 /** `ipcs -q` lists a queue with this key. */
@@ -484,60 +467,7 @@ export function daemonRunningFor(home: string): boolean {
   return r.stdout.split('\n').some((l) => l.includes('God Daemon') && l.includes(home));
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie still answers kill(0); it is dead for our purposes.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function removeQueueByKey(key: number): void {
-  let q: SysvQueue;
-  try {
-    q = SysvQueue.open({ key, create: false, trustedUids: 'any' });
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return;
-    throw err;
-  }
-  q.remove();
-}
-
-function unusedQueueKey(): number {
-  for (;;) {
-    // A range unlikely to meet hand-picked keys (1234, 0x...00 and the like).
-    const key = 0x3e000000 + 1 + Math.floor(Math.random() * 0x00fffffe);
-    if (!queueExistsByKey(key)) return key;
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
-function hasOurHome(pid: number, home: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`PM2_HOME=${home}`);
-  } catch {
-    return false;
-  }
-}
 
 function scanProcPidsWithHome(home: string): number[] {
   const out: number[] = [];
@@ -550,7 +480,7 @@ function scanProcPidsWithHome(home: string): number[] {
   for (const e of entries) {
     if (!/^\d+$/.test(e)) continue;
     const pid = Number(e);
-    if (pid !== process.pid && hasOurHome(pid, home)) out.push(pid);
+    if (pid !== process.pid && hasPm2Home(pid, home)) out.push(pid);
   }
   return out;
 }

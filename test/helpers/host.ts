@@ -1,0 +1,86 @@
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { shardFor } from '../../src/cluster/shard-for';
+import { SysvQueue } from '../../src/ipc';
+
+/**
+ * Host-level helpers shared by the e2e cluster harness (test/helpers/cluster.ts) and the
+ * benchmark's cluster starter (bench/e2e/cluster.ts): processes, queues by key, ports.
+ */
+
+/** One name per shard (of `shards`), built as prefix + counter. */
+export function namesPerShard(shards: number, prefix: string): string[] {
+  const out: (string | undefined)[] = new Array(shards).fill(undefined);
+  for (let i = 0; out.some((x) => x === undefined); i++) {
+    const name = `${prefix}${i}`;
+    const s = shardFor(name, shards);
+    if (out[s] === undefined) out[s] = name;
+  }
+  return out as string[];
+}
+
+/** The process exists and is not a zombie (a zombie still answers kill(0)). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The process runs with this PM2_HOME in its environment. */
+export function hasPm2Home(pid: number, home: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`PM2_HOME=${home}`);
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a queue with this key exists (msgget without IPC_CREAT). */
+export function queueExistsByKey(key: number): boolean {
+  try {
+    SysvQueue.open({ key, create: false, trustedUids: 'any' });
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Removes the queue with this key, if there is one. */
+export function removeQueueByKey(key: number): void {
+  let q: SysvQueue;
+  try {
+    q = SysvQueue.open({ key, create: false, trustedUids: 'any' });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') return;
+    throw err;
+  }
+  q.remove();
+}
+
+/** A random key no queue has, in [base + 1, base + 0x00ffffff): each user picks its own range. */
+export function unusedQueueKey(base: number): number {
+  for (;;) {
+    const key = base + 1 + Math.floor(Math.random() * 0x00fffffe);
+    if (!queueExistsByKey(key)) return key;
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
