@@ -9,12 +9,12 @@
  * of any survivor whose environment carries our PM2_HOME, the queue removed by key, PM2_HOME
  * deleted.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ChatClient } from '../../test/helpers/chat-client';
-import { freePort, hasPm2Home, isAlive, namesPerShard, removeQueueByKey, unusedQueueKey } from '../../test/helpers/host';
+import { type CommandResult, freePort, hasPm2Home, isAlive, namesPerShard, removeQueueByKey, runCommand, unusedQueueKey } from '../../test/helpers/host';
 
 export { isAlive } from '../../test/helpers/host';
 /** The benchmark's queue keys: another range than the e2e suites' (0x3e...), so the two never meet. */
@@ -100,30 +100,8 @@ export class BenchCluster {
     return list;
   }
 
-  pm2(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    // Files, not pipes: the pm2 CLI calls process.exit() right after printing.
-    const dir = mkdtempSync(join(tmpdir(), 'chatd-bench-e2e-cli-'));
-    const outPath = join(dir, 'out');
-    const errPath = join(dir, 'err');
-    const out = openSync(outPath, 'w');
-    const err = openSync(errPath, 'w');
-    return new Promise((resolvePromise) => {
-      const child = spawn(this.pm2Bin, args, { cwd: this.root, env: this.processEnv(), stdio: ['ignore', out, err] });
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      let done = false;
-      const finish = (code: number | null): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        closeSync(out);
-        closeSync(err);
-        const result = { code, stdout: readFileSync(outPath, 'utf8'), stderr: readFileSync(errPath, 'utf8') };
-        rmSync(dir, { recursive: true, force: true });
-        resolvePromise(result);
-      };
-      child.once('error', () => finish(-1));
-      child.once('exit', (code, signal) => finish(signal ? -1 : code));
-    });
+  pm2(args: string[], timeoutMs = 20_000): Promise<CommandResult> {
+    return runCommand(this.pm2Bin, args, { cwd: this.root, env: this.processEnv(), timeoutMs });
   }
 
   /** Tail of the PM2 logs, for a failed start. */

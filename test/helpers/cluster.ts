@@ -1,11 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SysvQueue } from '../../src/ipc';
 import { shardFor } from '../../src/cluster/shard-for';
 import { ChatClient, type Reply } from './chat-client';
-import { freePort, hasPm2Home, isAlive, namesPerShard, queueExistsByKey, removeQueueByKey, unusedQueueKey } from './host';
+import { type CommandResult, freePort, hasPm2Home, isAlive, namesPerShard, queueExistsByKey, removeQueueByKey, runCommand, unusedQueueKey } from './host';
 
 export { isAlive, namesPerShard, queueExistsByKey } from './host';
 /** The e2e suites' queue keys (the benchmark uses another range, so the two never meet). */
@@ -59,11 +59,7 @@ export interface Pm2Process {
   uptimeSince: number;
 }
 
-export interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type RunResult = CommandResult;
 
 /** Every cluster started and not yet stopped: the exit hook's list. */
 const live = new Set<Cluster>();
@@ -124,30 +120,7 @@ export class Cluster {
 
   /** Runs the project's pm2 with this cluster's PM2_HOME and environment. */
   pm2(args: string[], timeoutMs = 20_000): Promise<RunResult> {
-    // Output goes to files, not pipes: the pm2 CLI calls process.exit() right after printing,
-    // and Node drops what is still queued on a pipe (an error message, say); file writes are sync.
-    const dir = mkdtempSync(join(tmpdir(), 'chatd-e2e-cli-'));
-    const outPath = join(dir, 'out');
-    const errPath = join(dir, 'err');
-    const out = openSync(outPath, 'w');
-    const err = openSync(errPath, 'w');
-    return new Promise((resolvePromise) => {
-      const child = spawn(PM2_BIN, args, { cwd: PROJECT_ROOT, env: this.processEnv(), stdio: ['ignore', out, err] });
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      let done = false;
-      const finish = (code: number | null): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        closeSync(out);
-        closeSync(err);
-        const result = { code, stdout: readFileSync(outPath, 'utf8'), stderr: readFileSync(errPath, 'utf8') };
-        rmSync(dir, { recursive: true, force: true });
-        resolvePromise(result);
-      };
-      child.once('error', () => finish(-1));
-      child.once('exit', (code, signal) => finish(signal ? -1 : code));
-    });
+    return runCommand(PM2_BIN, args, { cwd: PROJECT_ROOT, env: this.processEnv(), timeoutMs });
   }
 
   /** `pm2 jlist`, parsed. */

@@ -1,4 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { shardFor } from '../../src/cluster/shard-for';
 import { SysvQueue } from '../../src/ipc';
@@ -82,5 +85,42 @@ export function freePort(): Promise<number> {
       const port = (srv.address() as { port: number }).port;
       srv.close(() => resolvePort(port));
     });
+  });
+}
+
+export interface CommandResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command (the project's pm2 CLI) and resolves with its exit code and output; killed
+ * after `timeoutMs` (code -1). Output goes to files, not pipes: the pm2 CLI calls
+ * process.exit() right after printing, and Node drops what is still queued on a pipe (an error
+ * message, say); file writes are synchronous.
+ */
+export function runCommand(bin: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number }): Promise<CommandResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'chatd-cli-'));
+  const outPath = join(dir, 'out');
+  const errPath = join(dir, 'err');
+  const out = openSync(outPath, 'w');
+  const err = openSync(errPath, 'w');
+  return new Promise((resolvePromise) => {
+    const child = spawn(bin, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', out, err] });
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+    let done = false;
+    const finish = (code: number | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      closeSync(out);
+      closeSync(err);
+      const result = { code, stdout: readFileSync(outPath, 'utf8'), stderr: readFileSync(errPath, 'utf8') };
+      rmSync(dir, { recursive: true, force: true });
+      resolvePromise(result);
+    };
+    child.once('error', () => finish(-1));
+    child.once('exit', (code, signal) => finish(signal ? -1 : code));
   });
 }
