@@ -296,7 +296,7 @@ export class Endpoint {
       credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), nextEnvelope: 1 };
       this.credits.set(to, credit);
     }
-    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.budget()) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
+    if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
       // No credit: wait here, encoded (the caller may reuse its payload buffer).
       const need = WAIT_PREFIX + size;
       if (credit.tail + need > credit.arena.length) {
@@ -315,7 +315,7 @@ export class Endpoint {
       credit.tail = at + need;
       return;
     }
-    this.addInFlight(credit, size);
+    credit.inFlight += size;
     this.slotSent[slot] = 1;
     const b = this.requestBatch(credit, to, toIncarnation, size, slot);
     writeRecordHeader(b.buf, b.bytes, kind, 0, len, reqId, deadline);
@@ -323,15 +323,6 @@ export class Endpoint {
     b.bytes += size;
     b.count++;
     b.reqIds.push(reqId);
-  }
-
-  /** Request bytes one destination may have in flight. */
-  private budget(): number {
-    return this.maxInFlight;
-  }
-
-  private addInFlight(credit: Credit, size: number): void {
-    credit.inFlight += size;
   }
 
   /** May a request of `size` bytes join an envelope to `to` now (adaptive batching)? */
@@ -449,10 +440,10 @@ export class Endpoint {
         continue;
       }
       const toIncarnation = a.readUInt32LE(at);
-      if (credit.inFlight > 0 && credit.inFlight + size > this.budget()) break;
+      if (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) break;
       if (!this.envelopeRoom(credit, to, toIncarnation, size)) break;
       credit.head = next;
-      this.addInFlight(credit, size);
+      credit.inFlight += size;
       this.slotSent[slot] = 1;
       const b = this.requestBatch(credit, to, toIncarnation, size, slot);
       a.copy(b.buf, b.bytes, at + WAIT_PREFIX, next);
