@@ -35,6 +35,10 @@ export interface Config {
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   readonly shardRecoveryMs: number;
+  /** A member shard not live this long is removed from the membership (docs/resharding.md). */
+  readonly shardGoneMs: number;
+  /** New shards join the membership once none has appeared for this long. */
+  readonly reshardQuietMs: number;
   /** Entries a shard's shared-memory replica holds for its receiver thread's FINDs (0: none). */
   readonly replicaEntries: number;
   readonly logLevel: string;
@@ -110,6 +114,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     heartbeatMs: raw.HEARTBEAT_MS as number,
     deadAfterMs: raw.DEAD_AFTER_MS as number,
     shardRecoveryMs: raw.SHARD_RECOVERY_MS as number,
+    shardGoneMs: raw.SHARD_GONE_MS as number,
+    reshardQuietMs: raw.RESHARD_QUIET_MS as number,
     replicaEntries: raw.CHANNELD_REPLICA_ENTRIES as number,
     logLevel: raw.LOG_LEVEL as string,
   });

@@ -8,17 +8,24 @@ export interface RemovePayload { name: string; session: number; owner: number; o
 export interface PurgePayload { owner: number; ownerInc: number; keep?: number }
 export interface CountPayload { count: number; conflicts?: number }
 export interface SyncPayload { entries: [string, number, number][]; last: boolean }
-export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number }
+/**
+ * A membership epoch (docs/resharding.md): its number and member shards as ranges
+ * [first, last] (ownership.ts memberRanges); `settled` only in the collector's answers.
+ */
+export interface ViewPayload { epoch: number; members: [number, number][]; settled?: boolean }
+/** `view`/`ready`: the epoch the sender is at, and whether it is done with it (resharding.md). */
+export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number; view?: ViewPayload; ready?: boolean }
 export interface HelloPayload { shard: number }
-export interface HelloReplyPayload { chatds: [number, number][] }
-export interface ResyncPayload { shard: number; shardInc: number }
+export interface HelloReplyPayload { chatds: [number, number][]; view?: ViewPayload }
+/** `epoch`: the epoch whose ownership the resync is for (absent: the chatD's own). */
+export interface ResyncPayload { shard: number; shardInc: number; epoch?: number }
 export interface SessionEndPayload { name: string; session: number }
 export interface WhisperPayload { to: string; from: string; text: string }
 /**
  * The collector's heartbeat answer: live shards [index, incarnation], and (since shards check
  * who may change the directory) live chatDs [mtype, incarnation]; older collectors omit it.
  */
-export interface MembershipPayload { shards: [number, number][]; chatds?: [number, number][] }
+export interface MembershipPayload { shards: [number, number][]; chatds?: [number, number][]; view?: ViewPayload }
 export type EmptyPayload = Record<string, never>;
 export type StatusPayload = Record<string, unknown>;
 

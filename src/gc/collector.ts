@@ -5,6 +5,7 @@ import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Logger } from '../log';
 import { DeathCleanup, type CleanupReport } from './death-cleanup';
+import { EpochKeeper, type LiveProcess } from './epochs';
 import { defaultTimings, newCounters, type CollectorCounters, type CollectorTimings, type GcContext } from './gc-context';
 import { Membership, type SupervisorEvent } from './membership';
 import { ProcessTable, type Death } from './process-table';
@@ -21,7 +22,7 @@ const GC_KINDS: ReadonlySet<number> = new Set([Kind.HEARTBEAT, Kind.HELLO, Kind.
 
 export interface CollectorOptions {
   endpoint: Endpoint;
-  config: Pick<Config, 'shards' | 'deadAfterMs' | 'heartbeatMs'>;
+  config: Pick<Config, 'shards' | 'deadAfterMs' | 'heartbeatMs'> & Partial<Pick<Config, 'shardGoneMs' | 'reshardQuietMs'>>;
   log: Logger;
   /** Takes every message of `mtype` off the queue without blocking; returns how many. */
   drain: (mtype: number) => number;
@@ -60,6 +61,8 @@ export interface CollectorOptions {
  */
 export class Collector {
   readonly table: ProcessTable;
+  /** The membership epoch the collector decides and publishes (docs/resharding.md). */
+  readonly epochs: EpochKeeper;
   readonly counters: CollectorCounters = newCounters();
   readonly timings: CollectorTimings;
   private readonly endpoint: Endpoint;
@@ -85,6 +88,7 @@ export class Collector {
     this.now = options.now ?? Date.now;
     this.timings = { ...defaultTimings(options.config), ...options.timings };
     this.table = new ProcessTable({ deadAfterMs: options.config.deadAfterMs });
+    this.epochs = new EpochKeeper(this.shards, { goneMs: options.config.shardGoneMs ?? 5000, quietMs: options.config.reshardQuietMs ?? 1000 });
     this.startedAt = this.now();
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
@@ -92,6 +96,10 @@ export class Collector {
       endpoint: this.endpoint,
       log: this.log,
       table: this.table,
+      epochs: this.epochs,
+      ensureView: () => {
+        if (!this.epochs.view) this.epochTick(this.now());
+      },
       counters: this.counters,
       timings: this.timings,
       shards: this.shards,
@@ -121,6 +129,7 @@ export class Collector {
       {
         warming: () => this.warming,
         shards: this.shards,
+        isMember: (shard) => this.epochs.view?.isMember(shard) ?? shard < this.shards,
         isLive: (mtype) => this.table.get(mtype) !== undefined,
         isVacant: (mtype) => this.table.vacancy(mtype) !== undefined,
         anyChatdLive: () => this.table.liveChatds().length > 0,
@@ -176,11 +185,31 @@ export class Collector {
     this.lastTick = now;
     for (const d of this.table.checkPids(this.options.liveness, now)) this.deaths.onDeath(d);
     for (const d of this.table.checkSilence(now)) this.deaths.onDeath(d);
+    this.epochTick(now);
     // mtype 2: legacy replies by age and by fill (legacy-expiry.ts).
     this.legacyExpiry?.run(now);
     // Every other mtype nobody owns: due sweeps, and at once when the queue is over high water
     // (by bytes or by message count).
     this.hygieneCheck(now);
+  }
+
+  /** The live processes whose views count for the epoch (every tracked shard and chatD). */
+  private liveProcesses(): LiveProcess[] {
+    return this.table.live();
+  }
+
+  /** Follows the live shards and decides a new membership epoch when one is due. */
+  private epochTick(now: number): void {
+    const change = this.epochs.tick(now, this.liveProcesses(), this.warming);
+    if (!change) return;
+    this.counters.epochs++;
+    this.log.info(
+      {
+        epoch: change.view.epoch, members: change.view.members, previousEpoch: change.previous?.epoch, added: change.added,
+        removed: change.removed, reason: change.reason,
+      },
+      'membership epoch decided',
+    );
   }
 
   /** The collector's status: counters, process table, queue figures. */
@@ -199,6 +228,7 @@ export class Collector {
       uptimeMs: now - this.startedAt,
       warming: this.warming,
       shards: this.shards,
+      epoch: this.epochs.status(now, this.liveProcesses()),
       counters: { ...this.counters },
       processes: this.table.live().map((e) => ({
         mtype: e.mtype, role: e.role, index: e.index, incarnation: e.incarnation, pid: e.pid,
@@ -262,7 +292,7 @@ export class Collector {
     const s = this.status();
     let body = encodePayload('status', s);
     // One record must fit one message (msgmax 8192 by default): shed detail before failing.
-    if (body.byteLength > 6000) body = encodePayload('status', { ...s, deaths: undefined, processes: this.table.live().length });
+    if (body.byteLength > 6000) body = encodePayload('status', { ...s, deaths: undefined, processes: this.table.live().length, epoch: { ...(s.epoch as object), members: undefined, lagging: undefined } });
     return body;
   }
 

@@ -62,11 +62,13 @@ export class DeathCleanup {
 
   private async purgeEverywhere(d: Death, drained: number): Promise<CleanupReport> {
     const start = this.ctx.now();
-    const results = await Promise.all(Array.from({ length: this.ctx.shards }, (_, shard) => this.purgeShard(d, shard)));
+    const shards = this.shardIndexes();
+    const results = await Promise.all(shards.map((shard) => this.purgeShard(d, shard)));
     const perShard: Record<number, number> = {};
     const skipped: number[] = [];
     let removed = 0;
-    results.forEach((count, shard) => {
+    results.forEach((count, i) => {
+      const shard = shards[i]!;
       if (count === undefined) skipped.push(shard);
       else {
         perShard[shard] = count;
@@ -100,6 +102,21 @@ export class DeathCleanup {
       }
       await sleep(this.ctx.timings.purgeRetryMs);
     }
+  }
+
+  /**
+   * Every shard that may hold entries: the first CHANNELD_SHARDS indexes, the members of the
+   * current and previous epochs, and every live shard (`pm2 scale` gives any index). The ones
+   * that are not live are skipped at once (purgeShard).
+   */
+  private shardIndexes(): number[] {
+    const { epochs, table, shards } = this.ctx;
+    const set = new Set<number>();
+    for (let s = 0; s < shards; s++) set.add(s);
+    for (const s of epochs.view?.members ?? []) set.add(s);
+    for (const s of epochs.previousView?.members ?? []) set.add(s);
+    for (const [s] of table.liveShards()) set.add(s);
+    return [...set].sort((a, b) => a - b);
   }
 
   /** A shard mtype that is live, or unknown while we are still learning who is. */

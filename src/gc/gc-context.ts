@@ -1,6 +1,7 @@
 import type { Config } from '../config';
 import type { Endpoint } from '../ipc/endpoint';
 import type { Logger } from '../log';
+import type { EpochKeeper } from './epochs';
 import type { ProcessTable } from './process-table';
 
 /** Timings of the collector; defaults derive from the configuration (docs/gc.md). */
@@ -82,6 +83,10 @@ export interface CollectorCounters {
   ignoredRecords: number;
   /** A new incarnation claimed on an mtype whose holder's pid is alive: refused until evidence of its death. */
   refusedIncarnations: number;
+  /** Membership epochs decided (docs/resharding.md). */
+  epochs: number;
+  /** Heartbeats whose view report was malformed (ignored). */
+  badViewReports: number;
 }
 
 export const newCounters = (): CollectorCounters => ({
@@ -89,6 +94,7 @@ export const newCounters = (): CollectorCounters => ({
   sessionEndsUnavailable: 0, removeAttempts: 0, deaths: 0, chatdDeaths: 0, shardDeaths: 0, revived: 0,
   purgeAttempts: 0, purgedEntries: 0, cleanupsDone: 0, drainedMessages: 0, legacyRepliesDrained: 0,
   statusRequests: 0, badRequests: 0, warmupRefusals: 0, stalls: 0, ignoredRecords: 0, refusedIncarnations: 0,
+  epochs: 0, badViewReports: 0,
 });
 
 /** What the collector's parts share: one table, one endpoint, one set of counters. */
@@ -96,6 +102,10 @@ export interface GcContext {
   readonly endpoint: Endpoint;
   readonly log: Logger;
   readonly table: ProcessTable;
+  /** The membership epoch (docs/resharding.md). */
+  readonly epochs: EpochKeeper;
+  /** Runs the epoch decision now if none was made yet (an answer right after warm-up carries a view). */
+  ensureView(): void;
   readonly counters: CollectorCounters;
   readonly timings: CollectorTimings;
   readonly shards: number;

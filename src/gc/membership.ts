@@ -1,5 +1,6 @@
 import { Kind, Status } from '../cluster/kinds';
-import { EMPTY, decodePayload, encodePayload, type HeartbeatPayload } from '../cluster/messages';
+import { EMPTY, decodePayload, encodePayload, type HeartbeatPayload, type ViewPayload } from '../cluster/messages';
+import { memberRanges } from '../cluster/ownership';
 import type { ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import { MTYPE_GC, chatdMtype, shardMtype } from '../ipc/mtypes';
@@ -64,12 +65,17 @@ export class Membership {
       this.noteSighting(r);
       if (r.entry && r.entry.heartbeats === 1) this.checkPidVisible(r.entry.mtype, p.pid);
       if (r.fromDead) this.maybeRevive(rec.from, rec.fromIncarnation, p.pid);
+      // The epoch it is at (docs/resharding.md); counted toward the current epoch's settlement.
+      const before = ctx.epochs.badReports;
+      ctx.epochs.report(rec.from, rec.fromIncarnation, p.view && { epoch: p.view.epoch, members: p.view.members, ready: p.ready ?? false });
+      if (ctx.epochs.badReports !== before) ctx.counters.badViewReports++;
     }
     if (ctx.warming) {
       ctx.counters.warmupRefusals++;
       return reply(Status.UNAVAILABLE, EMPTY);
     }
-    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards(), chatds: ctx.table.liveChatds() }));
+    const view = this.view(true);
+    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards(), chatds: ctx.table.liveChatds(), ...(view ? { view } : {}) }));
   }
 
   onHello(rec: InboundRecord, reply: ReplyFn): void {
@@ -86,7 +92,8 @@ export class Membership {
       return reply(Status.UNAVAILABLE, EMPTY);
     }
     const chatds = ctx.table.liveChatds();
-    reply(Status.OK, encodePayload('helloReply', { chatds }));
+    const view = this.view(false);
+    reply(Status.OK, encodePayload('helloReply', { chatds, ...(view ? { view } : {}) }));
     for (const [mtype, inc] of chatds) this.postResync(mtype, inc, p.shard, rec.fromIncarnation);
     ctx.log.info({ shard: p.shard, shardInc: rec.fromIncarnation, chatds: chatds.length }, 'shard hello: chatDs asked to resync');
   }
@@ -139,10 +146,21 @@ export class Membership {
     }
   }
 
+  /** The current view for an answer (undefined until the collector decided one). */
+  private view(withSettled: boolean): ViewPayload | undefined {
+    this.ctx.ensureView();
+    const v = this.ctx.epochs.view;
+    if (!v) return undefined;
+    const out: ViewPayload = { epoch: v.epoch, members: memberRanges(v.members) };
+    if (withSettled) out.settled = this.ctx.epochs.settled(this.ctx.table.live());
+    return out;
+  }
+
   private postResync(chatd: number, chatdInc: number, shard: number, shardInc: number): void {
     const ctx = this.ctx;
+    const epoch = ctx.epochs.view?.epoch;
     try {
-      ctx.endpoint.post(chatd, { kind: Kind.RESYNC, payload: encodePayload('resync', { shard, shardInc }) }, chatdInc, (err) =>
+      ctx.endpoint.post(chatd, { kind: Kind.RESYNC, payload: encodePayload('resync', { shard, shardInc, ...(epoch ? { epoch } : {}) }) }, chatdInc, (err) =>
         ctx.log.warn({ err, chatd, shard }, 'resync could not be sent'),
       );
       ctx.counters.resyncsPosted++;

@@ -52,6 +52,8 @@ export interface OwnershipView {
   warming(): boolean;
   /** CHANNELD_SHARDS. */
   shards: number;
+  /** A member shard of the current membership epoch (docs/resharding.md). */
+  isMember(shard: number): boolean;
   /** A live incarnation holds this shard or chatD mtype. */
   isLive(mtype: number): boolean;
   /** The last holder of this mtype died and nobody took it over. */
@@ -112,8 +114,9 @@ export function classify(mtype: number, view: OwnershipView): Ownership {
   switch (o.role) {
     case 'channeld':
     case 'chatd': {
-      if (o.role === 'channeld' && o.shard >= view.shards) return { owned: false, cls: 'outOfPlan' };
+      // A shard added by `pm2 scale` may have any index: live or a member is in the plan.
       if (view.isLive(mtype)) return { owned: true };
+      if (o.role === 'channeld' && !view.isMember(o.shard)) return { owned: false, cls: 'outOfPlan' };
       if (view.isVacant(mtype)) return { owned: false, cls: 'deadProcess' };
       return view.warming() ? { owned: true } : { owned: false, cls: 'unseenProcess' };
     }

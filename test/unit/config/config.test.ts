@@ -57,6 +57,14 @@ describe('config - environment, validated once and frozen', () => {
     }
   });
 
+  it('SHARD_GONE_MS and RESHARD_QUIET_MS (docs/resharding.md): defaults, and out-of-range values refused by name', () => {
+    expect(loadConfig({})).to.include({ shardGoneMs: 5000, reshardQuietMs: 1000 });
+    expect(loadConfig({ SHARD_GONE_MS: '800', RESHARD_QUIET_MS: '0' })).to.include({ shardGoneMs: 800, reshardQuietMs: 0 });
+    expect(() => loadConfig({ SHARD_GONE_MS: '100' })).to.throw(ConfigError, /SHARD_GONE_MS/);
+    expect(() => loadConfig({ RESHARD_QUIET_MS: '-1' })).to.throw(ConfigError, /RESHARD_QUIET_MS/);
+    expect(() => loadConfig({ RESHARD_QUIET_MS: 'soon' })).to.throw(ConfigError, /RESHARD_QUIET_MS/);
+  });
+
   it('lists its variables', () => {
     expect(CONFIG_VARIABLES).to.include.members(['CHATD_HOST', 'CHATD_PORT', 'MQ_KEY', 'CHANNELD_SHARDS', 'CHANNELS']);
   });

@@ -1,11 +1,11 @@
 import { expect } from 'chai';
 import { Kind, Status } from '../../../src/cluster/kinds';
-import { EMPTY, decodePayload, encodePayload } from '../../../src/cluster/messages';
+import { EMPTY, decodePayload, encodePayload, type MembershipPayload } from '../../../src/cluster/messages';
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
 import { shardFor } from '../../../src/cluster/shard-for';
 import { waitFor } from '../../helpers/wait';
 import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
-import { linesWith, makeRig, type Rig } from './gc-rig';
+import { linesWith, makeRig, type Peer, type Rig } from './gc-rig';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const HYGIENE = 'queue hygiene: drained messages nobody reads';
@@ -31,7 +31,10 @@ describe('gc collector', function () {
       await s1.heartbeat('channeld', 1);
       const r = await c.heartbeat('chatd', 0);
       expect(r.status).to.equal(Status.OK);
-      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation], [1, s1.incarnation]], chatds: [[c.mtype, c.incarnation]] });
+      // The view: epoch 1 of CHANNELD_SHARDS members (docs/resharding.md); nobody reports one yet, so not settled.
+      expect(decodePayload('membership', r.payload)).to.deep.equal({
+        shards: [[0, s0.incarnation], [1, s1.incarnation]], chatds: [[c.mtype, c.incarnation]], view: { epoch: 1, members: [[0, 1]], settled: false },
+      });
       expect(rig.collector.table.get(c.mtype)).to.include({ pid: c.pid, incarnation: c.incarnation });
     });
 
@@ -45,7 +48,8 @@ describe('gc collector', function () {
       rig.alive.delete(s1.pid);
       await waitFor(() => rig.collector.table.get(s1.mtype) === undefined, 2000, 5, 'shard 1 declared dead');
       const r = await c.heartbeat('chatd', 0);
-      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation]], chatds: [[c.mtype, c.incarnation]] });
+      // Dead is not gone: the member set holds for SHARD_GONE_MS (a crash-restart keeps the epoch).
+      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation]], chatds: [[c.mtype, c.incarnation]], view: { epoch: 1, members: [[0, 1]], settled: false } });
     });
 
     it('heartbeat - role and index must match the sender mtype', async () => {
@@ -68,7 +72,7 @@ describe('gc collector', function () {
       await sleep(320);
       const h = await s.request(Kind.HELLO, encodePayload('hello', { shard: 0 }));
       expect(h.status).to.equal(Status.OK);
-      expect(decodePayload('helloReply', h.payload)).to.deep.equal({ chatds: [[c.mtype, c.incarnation]] });
+      expect(decodePayload('helloReply', h.payload)).to.deep.equal({ chatds: [[c.mtype, c.incarnation]], view: { epoch: 1, members: [[0, 1]] } });
     });
   });
 
@@ -82,13 +86,13 @@ describe('gc collector', function () {
       const s = rig.shard(1, 4242);
       const r = await s.request(Kind.HELLO, encodePayload('hello', { shard: 1 }));
       expect(r.status).to.equal(Status.OK);
-      expect(decodePayload('helloReply', r.payload)).to.deep.equal({ chatds: [[c0.mtype, c0.incarnation], [c1.mtype, c1.incarnation]] });
+      expect(decodePayload('helloReply', r.payload)).to.deep.equal({ chatds: [[c0.mtype, c0.incarnation], [c1.mtype, c1.incarnation]], view: { epoch: 1, members: [[0, 1]] } });
       await waitFor(() => c0.kinds(Kind.RESYNC).length === 1 && c1.kinds(Kind.RESYNC).length === 1, 2000, 5, 'both RESYNCs');
       for (const c of [c0, c1]) {
         const rec = c.kinds(Kind.RESYNC)[0]!;
         expect(rec.reqId).to.equal(0); // one-way
         expect(rec.from).to.equal(MTYPE_GC);
-        expect(decodePayload('resync', rec.payload)).to.deep.equal({ shard: 1, shardInc: 4242 });
+        expect(decodePayload('resync', rec.payload)).to.deep.equal({ shard: 1, shardInc: 4242, epoch: 1 });
       }
       // The shard is live from its HELLO on.
       expect(rig.collector.table.get(s.mtype)?.incarnation).to.equal(4242);
@@ -397,8 +401,78 @@ describe('gc collector', function () {
       expect((await c.heartbeat('chatd', 0)).status).to.equal(Status.OK);
       expect(rig.collector.table.get(c.mtype)?.incarnation).to.equal(c.incarnation);
       await waitFor(() => c.kinds(Kind.RESYNC).length === 1, 2000, 5, 'resync');
-      expect(decodePayload('resync', c.kinds(Kind.RESYNC)[0]!.payload)).to.deep.equal({ shard: 0, shardInc: s.incarnation });
+      expect(decodePayload('resync', c.kinds(Kind.RESYNC)[0]!.payload)).to.deep.equal({ shard: 0, shardInc: s.incarnation, epoch: 1 });
       expect(rig.collector.counters.revived).to.equal(1);
+    });
+  });
+
+  describe('membership epoch (docs/resharding.md)', () => {
+    /** Polls an async probe until it gives a value; rejects after timeoutMs. */
+    async function poll<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const v = await probe();
+        if (v !== undefined) return v;
+        if (Date.now() > until) throw new Error(`poll: ${what} not met after ${timeoutMs} ms`);
+        await sleep(20);
+      }
+    }
+    /** Heartbeats from every peer reporting `epoch`/`members`, ready; returns the last membership answer. */
+    async function beatAll(peers: [Peer, 'chatd' | 'channeld', number][], epoch: number, members: [number, number][]): Promise<MembershipPayload | undefined> {
+      let m: MembershipPayload | undefined;
+      for (const [p, role, index] of peers) {
+        const r = await p.heartbeat(role, index, p.pid, { view: { epoch, members }, ready: true });
+        if (r.status === Status.OK) m = decodePayload('membership', r.payload);
+      }
+      return m;
+    }
+
+    it('pm2 scale up: a new shard that reports the current epoch joins in the next one; every answer carries the view', async () => {
+      rig = makeRig({ shards: 2, reshardQuietMs: 50, shardGoneMs: 400 });
+      const peers: [Peer, 'chatd' | 'channeld', number][] = [[rig.shard(0), 'channeld', 0], [rig.shard(1), 'channeld', 1], [rig.chatd(0), 'chatd', 0]];
+      expect((await beatAll(peers, 1, [[0, 1]]))?.view).to.deep.equal({ epoch: 1, members: [[0, 1]], settled: true });
+      // A shard index past CHANNELD_SHARDS (pm2 scale): its HELLO is answered with the current view.
+      const s4 = rig.shard(4);
+      const h = await s4.request(Kind.HELLO, encodePayload('hello', { shard: 4 }));
+      expect(decodePayload('helloReply', h.payload)?.view).to.deep.equal({ epoch: 1, members: [[0, 1]] });
+      peers.push([s4, 'channeld', 4]);
+      const m = await poll(async () => {
+        const r = await beatAll(peers, 1, [[0, 1]]);
+        return r?.view?.epoch === 2 ? r : undefined;
+      }, 3000, 'epoch 2');
+      expect(m.view).to.deep.equal({ epoch: 2, members: [[0, 1], [4, 4]], settled: false });
+      expect(linesWith(rig.lines, 'membership epoch decided').at(-1)).to.include({ epoch: 2, previousEpoch: 1, reason: 'scale' });
+      // Settled once everyone reports epoch 2, ready.
+      expect((await beatAll(peers, 2, [[0, 1], [4, 4]]))?.view?.settled).to.equal(true);
+      expect(rig.collector.counters.epochs).to.equal(2);
+    });
+
+    it('pm2 scale down: a member away for SHARD_GONE_MS leaves; after a chatD death the live shards are purged, the gone one skipped', async () => {
+      rig = makeRig({ shards: 3, reshardQuietMs: 50, shardGoneMs: 300 });
+      const s0 = rig.shard(0);
+      const s1 = rig.shard(1);
+      const s2 = rig.shard(2);
+      const c = rig.chatd(0);
+      const peers: [Peer, 'chatd' | 'channeld', number][] = [[s0, 'channeld', 0], [s1, 'channeld', 1], [s2, 'channeld', 2], [c, 'chatd', 0]];
+      await beatAll(peers, 1, [[0, 2]]);
+      // PM2 deletes the lowest indexes first: shard 0 goes.
+      rig.alive.delete(s0.pid);
+      await waitFor(() => rig.collector.table.get(s0.mtype) === undefined, 2000, 5, 'shard 0 dead');
+      const t0 = Date.now();
+      const m = await poll(async () => {
+        const r = await beatAll(peers.slice(1), 1, [[0, 2]]);
+        return r?.view?.epoch === 2 ? r : undefined;
+      }, 3000, 'epoch 2');
+      expect(Date.now() - t0).to.be.at.least(250);
+      expect(m.view!.members).to.deep.equal([[1, 2]]);
+      await beatAll(peers.slice(1), 2, [[1, 2]]);
+      // A chatD dies: every shard that may hold its entries is purged (the live ones).
+      rig.alive.delete(c.pid);
+      const done = (): Record<string, unknown> | undefined => linesWith(rig.lines, 'cleanup done').find((l) => l.mtype === c.mtype);
+      await waitFor(() => done() !== undefined, 3000, 5, 'cleanup of the chatD');
+      expect(Object.keys(done()!.perShard as object).map(Number)).to.deep.equal([1, 2]);
+      expect(done()!.skipped).to.deep.equal([0]);
+      expect([s0, s1, s2].map((s) => s.kinds(Kind.PURGE).length)).to.deep.equal([0, 1, 1]);
     });
   });
 

@@ -48,8 +48,8 @@ export class Peer {
     return this.got.filter((r) => r.kind === kind);
   }
 
-  heartbeat(role: HeartbeatPayload['role'], index: number, pid = this.pid): Promise<Reply> {
-    return this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, encodePayload('heartbeat', { role, index, pid }), 500);
+  heartbeat(role: HeartbeatPayload['role'], index: number, pid = this.pid, view?: Pick<HeartbeatPayload, 'view' | 'ready'>): Promise<Reply> {
+    return this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, encodePayload('heartbeat', { role, index, pid, ...view }), 2000);
   }
 
   request(kind: number, payload: Uint8Array, timeoutMs = 2000): Promise<Reply> {
@@ -93,7 +93,7 @@ export interface Rig {
 let nextPid = 40_000;
 
 /** A collector over a LocalQueue with fake peers. Call `close()` in afterEach. */
-export function makeRig(options: { shards?: number; deadAfterMs?: number; timings?: Partial<CollectorTimings>; hygiene?: Partial<HygieneTimings>; start?: boolean } = {}): Rig {
+export function makeRig(options: { shards?: number; deadAfterMs?: number; shardGoneMs?: number; reshardQuietMs?: number; timings?: Partial<CollectorTimings>; hygiene?: Partial<HygieneTimings>; start?: boolean } = {}): Rig {
   const queue = new LocalQueue(16384, 8192);
   const { log, lines } = sinkLogger();
   const alive = new Set<number>();
@@ -101,7 +101,11 @@ export function makeRig(options: { shards?: number; deadAfterMs?: number; timing
   const gcEndpoint = new Endpoint(gcTransport, { mtype: MTYPE_GC, incarnation: 7, maxBatchBytes: 4096, timeoutSweepMs: 5 });
   const collector = new Collector({
     endpoint: gcEndpoint,
-    config: { shards: options.shards ?? 2, deadAfterMs: options.deadAfterMs ?? 10_000, heartbeatMs: 50 },
+    config: {
+      shards: options.shards ?? 2, deadAfterMs: options.deadAfterMs ?? 10_000, heartbeatMs: 50,
+      ...(options.shardGoneMs !== undefined ? { shardGoneMs: options.shardGoneMs } : {}),
+      ...(options.reshardQuietMs !== undefined ? { reshardQuietMs: options.reshardQuietMs } : {}),
+    },
     log,
     drain: (mtype) => queue.take(mtype, Number.MAX_SAFE_INTEGER).length,
     liveness: (pid) => alive.has(pid),
