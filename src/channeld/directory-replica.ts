@@ -16,8 +16,12 @@
  *   hashes    Int32[entries]: FNV-1a of the key's UTF-8 bytes
  *   entries   ENTRY_BYTES each: u8 key length, u8 name length, u16 channel, u32 owner,
  *             u32 owner incarnation, key bytes (MAX_KEY_BYTES), name bytes (MAX_KEY_BYTES)
+ *   states    Uint8[BUCKETS]: the shard's bucket states under the membership epoch in control
+ *             slot R_EPOCH (bucket-states.ts writes them; docs/resharding.md)
  */
 import { fnv1a32String } from '../cluster/shard-for';
+import { BUCKETS, bucketOfHash } from '../cluster/ownership';
+import { B_SERVING } from './bucket-states';
 import { MAX_KEY_BYTES } from '../cluster/records';
 
 export const CONTROL_SLOTS = 16;
@@ -31,6 +35,11 @@ export const R_SEND_FAILED = 5;
 export const R_BAD = 6;
 /** Bumped (odd while running) around a rebuild of the buckets: a probe across it is retried. */
 export const R_GEN = 7;
+/**
+ * The membership epoch the bucket states are for (0: none yet), stored after the states
+ * (docs/resharding.md). Read as a u32 (the Int32 slot's bits).
+ */
+export const R_EPOCH = 8;
 
 const E_KEY_LEN = 0;
 const E_NAME_LEN = 1;
@@ -61,6 +70,8 @@ export class ReplicaViews {
   readonly bytes: Buffer;
   readonly entriesBase: number;
   readonly mask: number;
+  /** Bucket states under the epoch in R_EPOCH (bucket-states.ts). */
+  readonly states: Uint8Array;
 
   constructor(readonly memory: ReplicaMemory) {
     const { buffer, entries } = memory;
@@ -75,6 +86,8 @@ export class ReplicaViews {
     this.hashes = new Int32Array(buffer, at, entries);
     at += entries * 4;
     this.entriesBase = at;
+    at += entries * ENTRY_BYTES;
+    this.states = new Uint8Array(buffer, at, BUCKETS);
     this.bytes = Buffer.from(buffer);
     this.mask = nb - 1;
   }
@@ -82,7 +95,7 @@ export class ReplicaViews {
 
 /** Bytes of shared memory for a replica of `entries` entries. */
 export function replicaBytes(entries: number): number {
-  return (CONTROL_SLOTS + bucketsFor(entries) + 2 * entries) * 4 + entries * ENTRY_BYTES;
+  return (CONTROL_SLOTS + bucketsFor(entries) + 2 * entries) * 4 + entries * ENTRY_BYTES + BUCKETS;
 }
 
 export function createReplicaMemory(entries: number): ReplicaMemory {
@@ -118,6 +131,16 @@ export class ReplicaWriter {
 
   get usable(): boolean {
     return Atomics.load(this.v.control, R_USABLE) === 1;
+  }
+
+  /** The bucket states, for BucketStates to write (shared with the reader). */
+  get states(): Uint8Array {
+    return this.v.states;
+  }
+
+  /** Publishes the epoch the bucket states are for (BucketStates' onEpoch: after writing them). */
+  setEpoch(epoch: number): void {
+    Atomics.store(this.v.control, R_EPOCH, epoch | 0);
   }
 
   /** Inserts or updates the entry of `key`. */
@@ -228,6 +251,18 @@ export class ReplicaReader {
 
   count(slot: number, n = 1): void {
     Atomics.add(this.v.control, slot, n);
+  }
+
+  /**
+   * Whether a request routed by `epoch` for the key whose FNV-1a is `hash` may be answered
+   * here: the replica's states are for that very epoch and the key's bucket is served (owned,
+   * hand-over complete). Anything else goes to the main thread, which knows the rest (a
+   * sender one epoch behind, a shard behind its sender). To be checked before the lookup and
+   * again after it, as `usable` is.
+   */
+  served(epoch: number, hash: number): boolean {
+    const v = this.v;
+    return Atomics.load(v.control, R_EPOCH) >>> 0 === epoch >>> 0 && epoch !== 0 && Atomics.load(v.states, bucketOfHash(hash)) === B_SERVING;
   }
 
   /**
