@@ -102,6 +102,20 @@ export class Directory {
     return removed;
   }
 
+  /**
+   * Removes every entry whose key `drop` selects (a shard dropping the buckets a new membership
+   * epoch moved away, docs/resharding.md); returns how many went. O(entries), once per epoch.
+   */
+  dropWhere(drop: (key: string) => boolean): number {
+    let removed = 0;
+    for (const e of [...this.byKey.values()]) {
+      if (!drop(e.key)) continue;
+      this.delete(e);
+      removed++;
+    }
+    return removed;
+  }
+
   /** Counts entries per owner (for status and tests). */
   owners(): Map<string, number> {
     return new Map([...this.byOwner].map(([k, v]) => [k, v.size]));

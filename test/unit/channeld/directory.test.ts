@@ -68,4 +68,15 @@ describe('channeld - directory', () => {
     expect(d.find('a4')).to.equal(undefined);
     expect(d.find('b1')).to.not.equal(undefined);
   });
+  it('dropWhere removes the selected entries (a bucket moved away by a new epoch), from the owner index too', () => {
+    const d = new Directory();
+    for (let i = 0; i < 10; i++) d.login(`Hero${i}`, 1, 1000, 7, i + 1);
+    expect(d.dropWhere((key) => Number(key.slice(4)) % 2 === 0)).to.equal(5);
+    expect(d.size).to.equal(5);
+    expect(d.find('Hero2')).to.equal(undefined);
+    expect(d.find('hero3')?.name).to.equal('Hero3');
+    expect(d.owners().get('1000:7')).to.equal(5);
+    expect(d.purge(1000, 7)).to.equal(5);
+    expect(d.dropWhere(() => true)).to.equal(0);
+  });
 });
