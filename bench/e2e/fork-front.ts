@@ -1,7 +1,7 @@
 /**
  * The `fork` comparison server of `npm run bench:e2e`: a front process (plain `net`, the same
  * protocol code as the single server) and N shard processes started with child_process.fork
- * (fork-shard.ts). A name belongs to shard shardFor(name, N), the cluster's own routing. The
+ * (fork-shard.ts). A name belongs to shard firstEpochOwner(name, N), the cluster's own routing at its first epoch. The
  * front batches: every request of one event-loop turn bound for one shard goes in one
  * `child.send` carrying an array; the shards answer the same way. This is the straightforward
  * multi-process design the cluster is measured against.
@@ -13,7 +13,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { shardFor } from '../../src/cluster/shard-for';
+import { firstEpochOwner } from '../../src/cluster/ownership';
 import type { ShardAnswer, ShardRequest } from './fork-shard';
 import { ProtocolServer, exitWithParent, type Directory, type ServerReport } from './proto';
 
@@ -70,7 +70,7 @@ function flush(): void {
 
 function post(key: string, req: ShardRequest, cb?: (a: ShardAnswer) => void): void {
   if (cb) pending.set(req[1], cb);
-  outbox[shardFor(key, shardCount)]!.push(req);
+  outbox[firstEpochOwner(key, shardCount)]!.push(req);
   if (!flushScheduled) {
     flushScheduled = true;
     setImmediate(flush);

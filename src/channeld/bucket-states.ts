@@ -139,7 +139,8 @@ export class BucketStates {
   /** The verdict for a request routed by `epoch`, for bucket `bucket`. */
   verdict(epoch: number, bucket: number): Verdict {
     const cur = this.cur;
-    if (!cur) return epoch >= 1 ? 'ahead' : 'wrongEpoch';
+    // No view yet (just started, the collector not heard): recovering, as before epochs.
+    if (!cur) return 'waiting';
     const state = Atomics.load(this.states, bucket);
     if (epoch === cur.epoch) return state === B_SERVING ? 'serve' : state === B_WAITING ? 'waiting' : 'wrongEpoch';
     if (epoch > cur.epoch) return 'ahead';

@@ -18,8 +18,6 @@ import { ReplicaReader, R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, t
 
 export interface FindInlineData {
   replica: ReplicaMemory;
-  shard: number;
-  shards: number;
   /** The shard's mtype and incarnation (the replies' sender). */
   mtype: number;
   incarnation: number;
@@ -48,7 +46,7 @@ const SEND_RETRY_MS = 5000;
 
 export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineHandler {
   const reader = new ReplicaReader(data.replica);
-  const { shard, shards, mtype, incarnation } = data;
+  const { mtype, incarnation } = data;
   const max = io.maxMessageBytes;
   // [8-byte mtype][envelope]: what msgsnd takes.
   const out = Buffer.alloc(8 + max);
@@ -131,17 +129,27 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
         }
         let status: number = Status.OK;
         let payload = 0;
-        if (!isKeyBytes(buf, k, at)) {
+        // The payload: u32 membership epoch, then the key (docs/resharding.md).
+        if (len <= 4 || !isKeyBytes(buf, k + 4, at)) {
           status = Status.BAD_REQUEST;
           reader.count(R_BAD);
         } else {
-          const hash = fnv1a32Range(buf, k, at);
-          if (hash % shards !== shard) {
-            status = Status.BAD_REQUEST;
-            reader.count(R_BAD);
+          const epoch = buf.readUInt32LE(k);
+          const hash = fnv1a32Range(buf, k + 4, at);
+          if (!reader.served(epoch, hash)) {
+            // Not ours to answer from here under that epoch (another epoch, a bucket that moved
+            // or waits): the main thread knows the rest. Hand the envelope over whole, unless
+            // part of its answers went out already.
+            if (!sentAny) return false;
+            status = Status.UNAVAILABLE;
           } else {
-            const r = reader.find(buf, k, at, hash, out, w + RECORD_HEADER_BYTES + FIND_REPLY_FIXED);
-            if (r === -2) {
+            const r = reader.find(buf, k + 4, at, hash, out, w + RECORD_HEADER_BYTES + FIND_REPLY_FIXED);
+            // The states may have changed during the lookup (an epoch adopted): a hit or miss
+            // counts only if the bucket is still served under that epoch.
+            if (r !== -2 && !reader.served(epoch, hash)) {
+              if (!sentAny) return false;
+              status = Status.UNAVAILABLE;
+            } else if (r === -2) {
               // The replica cannot answer now (recovering, full, being rebuilt): hand the
               // envelope over whole, unless part of its answers went out already.
               if (!sentAny) return false;

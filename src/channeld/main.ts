@@ -1,5 +1,5 @@
 import { loadConfig } from '../config';
-import { shardMtype } from '../ipc/mtypes';
+import { MAX_SHARDS, shardMtype } from '../ipc/mtypes';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { Heartbeat } from '../runtime/heartbeat';
@@ -15,8 +15,10 @@ function main(): void {
   const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? '0', 10);
   const log = createLogger({ app: 'channeld', shard }, { level: config.logLevel });
   exitOnFatal(log);
-  if (!(shard >= 0 && shard < config.shards)) {
-    log.fatal({ shard, shards: config.shards }, 'shard index out of range (NODE_APP_INSTANCE must be below CHANNELD_SHARDS)');
+  // Any index below MAX_SHARDS: `pm2 scale` gives a new process the lowest free one, whatever
+  // CHANNELD_SHARDS says; the collector's membership epoch decides what it owns (docs/resharding.md).
+  if (!(Number.isInteger(shard) && shard >= 0 && shard < MAX_SHARDS)) {
+    log.fatal({ shard, max: MAX_SHARDS }, 'shard index out of range (NODE_APP_INSTANCE must be below 900)');
     process.exit(1);
   }
   log.info({ config }, 'starting');
@@ -25,20 +27,19 @@ function main(): void {
   // (find-inline.ts); everything else, and FINDs the copy cannot answer, reach this thread.
   const replicaMemory = config.replicaEntries > 0 ? createReplicaMemory(config.replicaEntries) : undefined;
   const ce = openClusterEndpoint(config, log, mtype, replicaMemory
-    ? (incarnation) => ({ module: join(__dirname, 'find-inline.js'), data: { replica: replicaMemory, shard, shards: config.shards, mtype, incarnation } satisfies FindInlineData })
+    ? (incarnation) => ({ module: join(__dirname, 'find-inline.js'), data: { replica: replicaMemory, mtype, incarnation } satisfies FindInlineData })
     : undefined);
   const replica = replicaMemory ? new ReplicaWriter(replicaMemory) : undefined;
   // The heartbeat's answer names the live chatDs: only they may change the directory.
   let heartbeat: Heartbeat | undefined;
   const server = new ShardServer(ce.endpoint, {
     shard,
-    shards: config.shards,
     recoveryMs: config.shardRecoveryMs,
     log,
     askMembership: () => heartbeat?.beatNow(),
     ...(replica ? { replica } : {}),
   });
-  heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m));
+  heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m), () => server.report());
   server.start();
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   heartbeat.start();

@@ -1,11 +1,14 @@
 import { Kind, Status, kindName } from '../cluster/kinds';
-import { EMPTY, decodePayload, encodePayload, type PayloadName, type PayloadTypes } from '../cluster/messages';
+import { EMPTY, decodePayload, encodePayload, type PayloadName, type PayloadTypes, type ViewPayload } from '../cluster/messages';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC, isChatdMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import { shardFor, shardOfKey } from '../cluster/shard-for';
+import { fnv1a32Range } from '../cluster/shard-for';
+import { normalizeName } from '../cluster/names';
+import { OwnershipView, bucketOfKey, memberRanges, membersFromRanges } from '../cluster/ownership';
 import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
+import { BucketStates, type Verdict } from './bucket-states';
 import { Directory } from './directory';
 import { R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
 
@@ -24,7 +27,6 @@ function replicaCounters(r: ReplicaWriter): Record<string, number | boolean> {
 
 export interface ShardServerOptions {
   shard: number;
-  shards: number;
   /**
    * SHARD_RECOVERY_MS: past this a shard still recovering logs a warning (and again every
    * such period). It never goes live on a timer: only once every live chatD resent its sessions.
@@ -45,6 +47,12 @@ export interface ShardServerOptions {
   askMembership?: () => void;
   /** How long such a request waits for the collector to vouch for its sender (default 1500 ms). */
   vouchMs?: number;
+  /**
+   * How long a request routed by a later epoch than the shard's waits for the collector's
+   * word (default 500 ms: the shard asks at once; below chatD's request timeout, so that the
+   * client gets UNAVAILABLE, not TIMEOUT, when the collector is away).
+   */
+  aheadMs?: number;
 }
 
 /** Requests from unvouched chatD incarnations waiting for the collector's word, at most. */
@@ -60,6 +68,9 @@ interface Parked {
 /** How many removals a shard remembers so that a late SYNC cannot revive them. */
 const MAX_TOMBSTONES = 65_536;
 
+/** FIND's payload: u32 membership epoch, then the directory key (docs/resharding.md). */
+const FIND_EPOCH_BYTES = 4;
+
 /**
  * One channelD shard: answers LOGIN, MOVE, REMOVE, FIND, PURGE and SYNC for the names that
  * hash to it, on its own mtype.
@@ -74,17 +85,27 @@ const MAX_TOMBSTONES = 65_536;
  */
 export class ShardServer {
   readonly directory: Directory;
-  state: 'recovering' | 'live' = 'recovering';
-  /** chatDs ("mtype:incarnation") of the collector's latest HELLO answer; undefined until one came. */
-  private expected: Set<string> | undefined;
-  /** chatDs whose SYNC ... last arrived. */
-  private readonly synced = new Set<string>();
+  /**
+   * The membership epoch as this shard follows it (docs/resharding.md): which buckets it
+   * serves, which wait for their hand-over (every bucket, after a restart), and the verdict
+   * for a request routed by some epoch. Its states are the replica's, read by the receiver thread.
+   */
+  readonly buckets: BucketStates;
+  /** Requests routed by a later epoch than this shard's: they wait for the collector's word. */
+  private readonly ahead: Parked[] = [];
+  private aheadTimer: NodeJS.Timeout | undefined;
   /** Removed sessions ("owner:ownerInc:session"), so that a SYNC crossing the REMOVE cannot revive them. */
   private readonly tombstones = new Set<string>();
   private recoveryTimer: NodeJS.Timeout | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
   private startedAt = 0;
-  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0 };
+  readonly counters = {
+    requests: 0, badRequests: 0, wrongEpoch: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0,
+    /** Requests routed by a later epoch than ours, parked until we had it; those that waited in vain. */
+    ahead: 0, aheadRefused: 0,
+    /** Epochs adopted; entries dropped with buckets that moved away; entries a SYNC inserted (names handed over to us). */
+    epochs: 0, dropped: 0, syncInserted: 0,
+  };
   /**
    * chatD mtype -> its live incarnation, in the collector's word (HELLO answer, heartbeat
    * membership). Only these may change the directory (docs/reliability.md "Who may change the
@@ -111,76 +132,119 @@ export class ShardServer {
   ) {
     this.log = options.log;
     this.directory = new Directory(options.replica);
+    const replica = options.replica;
+    this.buckets = replica ? new BucketStates(options.shard, replica.states, (e) => replica.setEpoch(e)) : new BucketStates(options.shard);
+  }
+
+  /** 'live' once the shard holds a view and no bucket of it waits for its hand-over. */
+  get state(): 'recovering' | 'live' {
+    return this.buckets.ready ? 'live' : 'recovering';
+  }
+
+  /** What the heartbeat reports (docs/resharding.md): the view this shard is at, and whether it is complete. */
+  report(): { view?: ViewPayload; ready?: boolean } {
+    const v = this.buckets.view;
+    return v ? { view: { epoch: v.epoch, members: memberRanges(v.members) }, ready: this.buckets.ready } : {};
   }
 
   start(): void {
     this.endpoint.start((rec, reply) => this.onRecord(rec, reply));
     this.startedAt = Date.now();
     this.recoveryTimer = setInterval(() => {
-      if (this.state !== 'recovering') return;
+      if (this.buckets.ready) return;
       this.log.warn(
-        { waitingFor: this.waitingFor(), collectorAnswered: this.expected !== undefined, recoveringMs: Date.now() - this.startedAt },
-        'still recovering: answering UNAVAILABLE until every live chatD has resynced',
+        { epoch: this.buckets.epoch, waitingBuckets: this.buckets.waiting, waitingFor: this.waitingFor(), recoveringMs: Date.now() - this.startedAt },
+        'still recovering: answering UNAVAILABLE for waiting buckets until every live chatD has resynced',
       );
     }, this.options.recoveryMs);
     this.recoveryTimer.unref();
     this.sayHello();
   }
 
-  /** Resolves once the shard serves lookups. */
+  /** Resolves once the shard serves lookups (the first time it is complete for its epoch). */
   whenLive(): Promise<void> {
-    if (this.state === 'live') return Promise.resolve();
+    if (this.buckets.ready) return Promise.resolve();
     return new Promise((resolve) => this.liveWaiters.push(resolve));
   }
   private liveWaiters: (() => void)[] = [];
 
-  /** chatDs still to resync (of the collector's latest answer). */
+  /** chatDs the current hand-over still waits for (of the collector's latest answer at this epoch). */
   waitingFor(): string[] {
-    return this.expected ? [...this.expected].filter((c) => !this.synced.has(c)) : [];
+    return this.buckets.waitingFor();
   }
 
   private sayHello(): void {
     this.helloTimer = undefined;
-    if (this.state !== 'recovering') return;
+    if (this.buckets.ready) return;
     this.counters.hellos++;
     const hello = encodePayload('hello', { shard: this.options.shard });
     this.endpoint.request(MTYPE_GC, Kind.HELLO, hello, 300).then(
       (reply) => {
         const r = reply.status === Status.OK ? decodePayload('helloReply', reply.payload) : undefined;
-        if (!r) return this.scheduleHello(this.options.helloRetryMs ?? 100);
-        if (this.state !== 'recovering') return;
-        const first = this.expected === undefined;
-        this.expected = new Set(r.chatds.map(([mtype, inc]) => `${mtype}:${inc}`));
-        if (first) this.log.info({ chatds: r.chatds.length }, 'recovering: waiting for chatD resyncs');
-        if (!this.maybeGoLive()) this.scheduleHello(this.options.rehelloMs ?? 500);
+        // No view: a collector that has not decided one (or of an earlier version): ask again.
+        if (!r || !r.view) return this.scheduleHello(this.options.helloRetryMs ?? 100);
+        this.noteView(r.view);
+        if (this.buckets.ready) return this.checkReady();
+        // The chatDs to wait for count only from an answer at our epoch (one started since an
+        // earlier epoch must be among them).
+        if (r.view.epoch === this.buckets.epoch) {
+          const first = this.buckets.waitingFor().length === 0;
+          this.buckets.expect(r.chatds.map(([mtype, inc]) => `${mtype}:${inc}`));
+          if (first) this.log.info({ epoch: this.buckets.epoch, chatds: r.chatds.length, waitingBuckets: this.buckets.waiting }, 'waiting for chatD resyncs');
+        }
+        if (!this.checkReady()) this.scheduleHello(this.options.rehelloMs ?? 500);
       },
       () => this.scheduleHello(this.options.helloRetryMs ?? 100),
     );
   }
 
   private scheduleHello(ms: number): void {
-    if (this.state !== 'recovering' || this.helloTimer) return;
+    if (this.buckets.ready || this.helloTimer) return;
     this.helloTimer = setTimeout(() => this.sayHello(), ms);
     this.helloTimer.unref();
   }
 
-  /** Live once the collector answered and every chatD it named has resynced. */
-  private maybeGoLive(): boolean {
-    if (this.state === 'live') return true;
-    if (!this.expected) return false;
-    for (const c of this.expected) if (!this.synced.has(c)) return false;
-    this.goLive();
+  /** Once complete for the epoch: the replica usable, waiters told. True when ready. */
+  private checkReady(): boolean {
+    if (!this.buckets.ready) return false;
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = undefined;
+    if (!this.wasLive) {
+      this.wasLive = true;
+      this.options.replica?.setLive(true);
+      this.log.info({ epoch: this.buckets.epoch, entries: this.directory.size, recoveringMs: Date.now() - this.startedAt }, 'shard live');
+      for (const w of this.liveWaiters.splice(0)) w();
+    } else {
+      this.log.info({ epoch: this.buckets.epoch, entries: this.directory.size }, 'hand-over complete');
+    }
     return true;
   }
+  private wasLive = false;
 
-  private goLive(): void {
-    if (this.state === 'live') return;
-    this.state = 'live';
-    this.options.replica?.setLive(true);
-    if (this.recoveryTimer) clearInterval(this.recoveryTimer);
-    if (this.helloTimer) clearTimeout(this.helloTimer);
-    this.log.info({ entries: this.directory.size, chatds: this.synced.size, recoveringMs: Date.now() - this.startedAt }, 'shard live');
-    for (const w of this.liveWaiters.splice(0)) w();
+  /**
+   * A view from the collector (heartbeat answer, HELLO answer). A later epoch is adopted: the
+   * entries of buckets that moved away are dropped, gained buckets wait for their hand-over
+   * (HELLO again, so that the collector has the chatDs resend), parked requests run again.
+   */
+  private noteView(p: ViewPayload): void {
+    if (p.epoch <= this.buckets.epoch) return;
+    const members = membersFromRanges(p.members);
+    if (!members) {
+      this.counters.badRequests++;
+      return;
+    }
+    const cur = this.buckets.view;
+    const view = cur ? cur.next(p.epoch, members) : new OwnershipView(p.epoch, members);
+    const change = this.buckets.adopt(view);
+    if (!change) return;
+    this.counters.epochs++;
+    const me = this.options.shard;
+    const dropped = change.lost.length > 0 ? this.directory.dropWhere((key) => view.ownerOfKey(key) !== me) : 0;
+    this.counters.dropped += dropped;
+    this.log.info({ epoch: view.epoch, previousEpoch: cur?.epoch, members: view.members, lostBuckets: change.lost.length, gainedBuckets: change.gained.length, dropped }, 'membership epoch adopted');
+    if (!this.buckets.ready) this.scheduleHello(0);
+    else this.checkReady();
+    this.settleAhead(false);
   }
 
   private tombstone(key: string): void {
@@ -193,15 +257,63 @@ export class ShardServer {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     if (this.parkTimer) clearInterval(this.parkTimer);
     this.parkTimer = undefined;
+    if (this.aheadTimer) clearInterval(this.aheadTimer);
+    this.aheadTimer = undefined;
+    for (const p of this.ahead.splice(0)) p.reply(Status.UNAVAILABLE, EMPTY);
     for (const list of this.parked.values()) for (const p of list) p.reply(Status.UNAVAILABLE, EMPTY);
     this.parked.clear();
     this.parkedCount = 0;
   }
 
-  /** The collector's heartbeat answer (its `chatds`, when it sends them). */
-  noteMembership(m: { chatds?: readonly (readonly [number, number])[] }): void {
+  /** The collector's heartbeat answer (its `chatds`, when it sends them, and its view). */
+  noteMembership(m: { chatds?: readonly (readonly [number, number])[]; view?: ViewPayload }): void {
     if (m.chatds) this.noteChatds(m.chatds);
     else this.chatdsKnown = false; // a collector of an earlier version: the check cannot be made
+    if (m.view) this.noteView(m.view);
+  }
+
+  /**
+   * A request routed by a later epoch than ours waits (in arrival order, bounded with the
+   * unvouched ones) while we ask the collector; it runs once we have that epoch, and gets
+   * UNAVAILABLE after aheadMs otherwise.
+   */
+  private parkAhead(rec: InboundRecord, reply: ReplyFn): void {
+    this.counters.ahead++;
+    if (this.parkedCount + this.ahead.length >= MAX_PARKED) {
+      this.counters.aheadRefused++;
+      return reply(Status.UNAVAILABLE, EMPTY);
+    }
+    const at = Date.now();
+    this.ahead.push({ rec: { ...rec, payload: Buffer.from(rec.payload) }, reply, at });
+    if (!this.aheadTimer) {
+      this.aheadTimer = setInterval(() => this.settleAhead(true), 50);
+      this.aheadTimer.unref();
+    }
+    this.ask(at);
+  }
+
+  /** Runs the parked requests again (a new epoch came), or refuses those that waited too long. */
+  private settleAhead(tick: boolean): void {
+    if (this.ahead.length === 0) return;
+    const now = Date.now();
+    const aheadMs = this.options.aheadMs ?? 500;
+    const list = this.ahead.splice(0);
+    for (const p of list) {
+      if (now - p.at >= aheadMs) {
+        this.counters.aheadRefused++;
+        p.reply(Status.UNAVAILABLE, EMPTY);
+      } else if (tick) {
+        this.ahead.push(p);
+      } else {
+        this.run(p.rec, p.reply); // parks again if still ahead
+      }
+    }
+    if (this.ahead.length === 0) {
+      if (this.aheadTimer) clearInterval(this.aheadTimer);
+      this.aheadTimer = undefined;
+    } else if (tick) {
+      this.ask(now);
+    }
   }
 
   private noteChatds(chatds: readonly (readonly [number, number])[]): void {
@@ -306,12 +418,36 @@ export class ShardServer {
     return p;
   }
 
-  private mine(name: string, reply: ReplyFn): boolean {
-    if (shardFor(name, this.options.shards) === this.options.shard) return true;
-    // A sender with another CHANNELD_SHARDS: refuse rather than answer for names we don't own.
-    this.counters.wrongShard++;
-    reply(Status.BAD_REQUEST, EMPTY);
-    return false;
+  /** The u32 epoch of a WRONG_EPOCH reply (ours). */
+  private readonly epochScratch = Buffer.alloc(4);
+
+  /**
+   * Applies the verdict for a request routed by `epoch` for a name in `bucket`
+   * (docs/resharding.md): true when it is to be served; otherwise it was answered
+   * (UNAVAILABLE while the bucket waits, WRONG_EPOCH when we cannot answer for it under that
+   * epoch) or parked (the sender is ahead of us).
+   */
+  private served(verdict: Verdict, rec: InboundRecord, reply: ReplyFn): boolean {
+    switch (verdict) {
+      case 'serve':
+        return true;
+      case 'waiting':
+        this.counters.unavailable++;
+        reply(Status.UNAVAILABLE, EMPTY);
+        return false;
+      case 'ahead':
+        this.parkAhead(rec, reply);
+        return false;
+      default:
+        this.counters.wrongEpoch++;
+        this.epochScratch.writeUInt32LE(this.buckets.epoch >>> 0, 0);
+        reply(Status.WRONG_EPOCH, this.epochScratch);
+        return false;
+    }
+  }
+
+  private verdictOfName(epoch: number, name: string): Verdict {
+    return this.buckets.verdict(epoch, bucketOfKey(normalizeName(name)));
   }
 
   /** LOGIN, MOVE and SYNC come from chatDs only. */
@@ -342,48 +478,41 @@ export class ShardServer {
     return false;
   }
 
-  private unavailable(reply: ReplyFn): boolean {
-    if (this.state === 'live') return false;
-    this.counters.unavailable++;
-    reply(Status.UNAVAILABLE, EMPTY);
-    return true;
-  }
-
   private handle(rec: InboundRecord, reply: ReplyFn): void {
     const d = this.directory;
     switch (rec.kind) {
       case Kind.FIND: {
         // The hot record: a binary payload (the directory key), no JSON (cluster/records.ts).
+        // u32 epoch, then the key.
         const p = rec.payload;
-        const key = readKey(p, 0, p.length);
+        const key = p.length > FIND_EPOCH_BYTES ? readKey(p, FIND_EPOCH_BYTES, p.length) : undefined;
         if (key === undefined) {
           this.counters.badRequests++;
           return reply(Status.BAD_REQUEST, EMPTY);
         }
-        if (shardOfKey(key, this.options.shards) !== this.options.shard) {
-          this.counters.wrongShard++;
-          return reply(Status.BAD_REQUEST, EMPTY);
-        }
-        if (this.unavailable(reply)) return;
+        const epoch = p.readUInt32LE(0);
+        if (!this.served(this.buckets.verdictOfHash(epoch, fnv1a32Range(p, FIND_EPOCH_BYTES, p.length)), rec, reply)) return;
         const e = d.findKey(key);
         if (!e) return reply(Status.NOT_FOUND, EMPTY);
         return reply(Status.OK, this.scratch.subarray(0, writeFindReply(this.scratch, e)));
       }
       case Kind.LOGIN: {
         const p = this.decode('login', rec, reply);
-        if (!p || !this.mine(p.name, reply) || this.unavailable(reply) || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
+        if (!p || !this.fromChatd(rec, reply) || !this.served(this.verdictOfName(p.epoch, p.name), rec, reply) || !this.admit(rec, reply)) return;
         const outcome = d.login(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
         return reply(outcome === 'ok' ? Status.OK : Status.NAME_TAKEN, EMPTY);
       }
       case Kind.MOVE: {
         const p = this.decode('move', rec, reply);
-        if (!p || !this.mine(p.name, reply) || this.unavailable(reply) || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
+        if (!p || !this.fromChatd(rec, reply) || !this.served(this.verdictOfName(p.epoch, p.name), rec, reply) || !this.admit(rec, reply)) return;
         const ok = d.move(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
         return reply(ok ? Status.OK : Status.NOT_FOUND, EMPTY);
       }
       case Kind.REMOVE: {
+        // No ownership check: an entry of that very session is removed wherever it is held
+        // (during a hand-over the collector asks the old owner and the new one).
         const p = this.decode('remove', rec, reply);
-        if (!p || !this.mine(p.name, reply)) return;
+        if (!p) return;
         // From the collector (a session's end), or from the owner itself (its fallback).
         if (rec.from !== MTYPE_GC && (rec.from !== p.owner || rec.fromIncarnation !== p.ownerInc)) {
           this.counters.badRequests++;
@@ -407,18 +536,25 @@ export class ShardServer {
       case Kind.SYNC: {
         const p = this.decode('sync', rec, reply);
         if (!p || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
+        // A SYNC is for one epoch: ours (a later one waits until we have it; an earlier one is
+        // refused, and the chatD resends under the epoch it gets from the collector).
+        if (p.epoch > this.buckets.epoch) return this.parkAhead(rec, reply);
+        if (p.epoch < this.buckets.epoch) return void this.served('wrongEpoch', rec, reply);
+        const view = this.buckets.view!;
+        const me = this.options.shard;
         let count = 0;
         let conflicts = 0;
         for (const [name, session, channel] of p.entries) {
-          if (shardFor(name, this.options.shards) !== this.options.shard) continue;
+          const key = normalizeName(name);
+          if (view.ownerOfKey(key) !== me) continue;
           if (this.tombstones.has(`${rec.from}:${rec.fromIncarnation}:${session}`)) continue;
-          if (d.login(name, channel, rec.from, rec.fromIncarnation, session) === 'ok') count++;
-          else conflicts++;
+          const had = d.findKey(key) !== undefined;
+          if (d.login(name, channel, rec.from, rec.fromIncarnation, session) === 'ok') {
+            count++;
+            if (!had) this.counters.syncInserted++;
+          } else conflicts++;
         }
-        if (p.last) {
-          this.synced.add(`${rec.from}:${rec.fromIncarnation}`);
-          if (this.state === 'recovering') this.maybeGoLive();
-        }
+        if (p.last && this.buckets.syncedBy(`${rec.from}:${rec.fromIncarnation}`, p.epoch)) this.checkReady();
         return reply(Status.OK, encodePayload('count', { count, conflicts }));
       }
       case Kind.STATUS:
@@ -428,6 +564,8 @@ export class ShardServer {
             role: 'channeld',
             shard: this.options.shard,
             state: this.state,
+            epoch: this.buckets.epoch,
+            waitingBuckets: this.buckets.waiting,
             waitingFor: this.waitingFor(),
             entries: d.size,
             counters: { ...this.counters },

@@ -301,7 +301,10 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     }
     if (rec.kind === Kind.RESYNC) {
       const p = decodePayload('resync', rec.payload);
-      if (p) void this.resync(p.shard);
+      if (!p) return;
+      // For an epoch we do not have yet: ask the collector; the resync is retried meanwhile.
+      if (p.epoch !== undefined && p.epoch > (this.shards.follower.view?.epoch ?? 0)) this.onBehind?.();
+      void this.resync(p.shard);
       return;
     }
     if (rec.kind === Kind.STATUS && reply) {
@@ -320,8 +323,15 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
       strangerReplies: this.shards.strangerReplies,
+      wrongEpochReplies: this.shards.wrongEpochReplies,
+      epoch: this.shards.follower.view?.epoch ?? 0,
+      ready: this.shards.follower.ready,
+      handover: { ...this.shards.follower.counters, owed: this.shards.follower.owedShards() },
     };
   }
+
+  /** Called when the collector has an epoch we do not (a RESYNC for it): heartbeat now. */
+  onBehind: (() => void) | undefined;
 
   /** Shards being resynced now: a RESYNC arriving meanwhile runs the resync once more after. */
   private readonly resyncing = new Map<number, { again: boolean }>();
@@ -369,16 +379,21 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     }
   }
 
-  private async resyncOnce(shard: number): Promise<boolean> {
+  /**
+   * Sends every session this chatD holds that `shard` owns under `view` (the current one by
+   * default), SYNC ... last at that epoch. Also the hand-over of a new epoch (epoch-follower.ts).
+   */
+  async resyncOnce(shard: number, view = this.shards.follower.view): Promise<boolean> {
+    if (!view) return false; // no epoch yet: retried, and the collector RESYNCs again
     const entries: [string, number, number][] = [];
-    for (const s of this.sessions.all()) if (this.shards.shardOf(s.name) === shard) entries.push([s.name, s.id, s.channel]);
+    for (const s of this.sessions.all()) if (view.ownerOfKey(s.key) === shard) entries.push([s.name, s.id, s.channel]);
     const chunk = 64; // 64 entries stay well inside one envelope record
     try {
       for (let i = 0; i < entries.length || i === 0; i += chunk) {
         const part = entries.slice(i, i + chunk);
-        await this.shards.sync(shard, part, i + chunk >= entries.length);
+        await this.shards.sync(shard, part, i + chunk >= entries.length, view.epoch);
       }
-      this.log.info({ shard, entries: entries.length }, 'resynced shard');
+      this.log.info({ shard, entries: entries.length, epoch: view.epoch }, 'resynced shard');
       return true;
     } catch (err) {
       this.log.warn({ err, shard }, 'resync failed');
@@ -388,7 +403,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
 
   /** Removes entries a previous incarnation of this chatD left on every shard. */
   async purgeEarlierIncarnations(): Promise<number> {
-    const counts = await Promise.allSettled(Array.from({ length: this.shards.shards }, (_, i) => this.shards.purge(i, this.endpoint.incarnation)));
+    const counts = await Promise.allSettled(this.shards.purgeTargets().map((i) => this.shards.purge(i, this.endpoint.incarnation)));
     return counts.reduce((n, c) => n + (c.status === 'fulfilled' ? c.value : 0), 0);
   }
 

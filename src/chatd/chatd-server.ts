@@ -58,11 +58,21 @@ export class ChatdServer {
       log,
     );
     this.legacy = new LegacyGateway(transport, this.shards, log);
-    this.heartbeat = new Heartbeat(endpoint, { role: 'chatd', index }, config.heartbeatMs, (m) => {
-      this.shards.setMembership(m.shards);
-      this.service.noteMembership(m.shards);
-    });
+    this.heartbeat = new Heartbeat(
+      endpoint,
+      { role: 'chatd', index },
+      config.heartbeatMs,
+      (m) => {
+        this.shards.setMembership(m.shards, m.view);
+        this.service.noteMembership(m.shards);
+      },
+      () => this.shards.report(),
+    );
     this.shards.onStrangerReply = () => this.heartbeat.beatNow();
+    this.shards.onWrongEpoch = () => this.heartbeat.beatNow();
+    this.service.onBehind = () => this.heartbeat.beatNow();
+    // The hand-over of a new epoch: resend our sessions to each shard that gained buckets.
+    this.shards.onHandover = (shard, view) => this.service.resyncOnce(shard, view);
     this.connOptions = {
       maxFrameBytes: config.maxFrameBytes,
       idleTimeoutMs: config.idleTimeoutMs,
@@ -163,6 +173,9 @@ export class ChatdServer {
     this.endpoint.start((rec, reply) => this.service.onRecord(rec, reply));
     this.legacy.start();
     this.heartbeat.start();
+    // Who owns a name comes with the collector's membership epoch: wait for it a little, so
+    // that the first clients are not refused (docs/resharding.md); without it, listen anyway.
+    if (!(await this.shards.whenView(this.config.deadAfterMs * 2))) this.log.warn('no membership epoch from the collector yet: directory requests get UNAVAILABLE until one comes');
     const purged = await this.service.purgeEarlierIncarnations();
     if (purged > 0) this.log.info({ purged }, 'removed entries left by an earlier chatD incarnation');
     await new Promise<void>((resolve, reject) => {

@@ -77,7 +77,8 @@ export class SessionReaper {
       }
       let lastWarn = 0;
       for (let attempt = 0; !this.stopped; attempt++) {
-        if (!this.shards.isUp(this.shards.shardOf(name))) return true;
+        const shard = this.shards.shardOf(name);
+        if (shard !== undefined && !this.shards.isUp(shard)) return true;
         try {
           await this.shards.remove(name, session);
           this.counters.direct++;

@@ -1,25 +1,40 @@
 import { Kind, Status } from '../cluster/kinds';
-import { decodePayload, encodePayload, type PayloadName, type PayloadTypes } from '../cluster/messages';
+import { decodePayload, encodePayload, type PayloadName, type PayloadTypes, type ViewPayload } from '../cluster/messages';
 import { normalizeName } from '../cluster/names';
 import { readFindReply, type FindHit } from '../cluster/records';
 import { ClientError, ClientErrorCode } from '../errors';
 import type { Endpoint, Reply, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import { shardMtype } from '../ipc/mtypes';
-import { shardFor, shardOfKey } from '../cluster/shard-for';
+import { OwnershipView, memberRanges, membersFromRanges } from '../cluster/ownership';
+import { EpochFollower } from './epoch-follower';
 
 export type FindOutcome = { online: false } | ({ online: true } & FindHit);
 const OFFLINE: FindOutcome = Object.freeze({ online: false });
 
 /**
- * chatD's view of the shards: routes each request to the shard that owns the name, maps
- * queue failures to client codes (no reply in time: TIMEOUT; cannot send or shard down:
- * UNAVAILABLE), and keeps the collector's word on which shards are alive.
+ * chatD's view of the shards: routes each request to the shard that owns the name under the
+ * collector's membership epoch (docs/resharding.md), maps queue failures to client codes (no
+ * reply in time: TIMEOUT; cannot send, shard down, or no epoch yet: UNAVAILABLE), and keeps
+ * the collector's word on which shards are alive.
  */
 export class ShardClient {
   /** shard index → incarnation, from the collector; undefined until it has spoken. */
   private live: Map<number, number> | undefined;
   private liveAt = 0;
+  /** The epoch requests are routed by, and the hand-over when it changes. */
+  readonly follower: EpochFollower;
+  /** Whether the collector's last answer said the current epoch has settled. */
+  private settled = false;
+  /**
+   * Resends this chatD's sessions owned by `shard` under `view` (ChatService): the hand-over
+   * of a new epoch. Until set, a hand-over fails and is retried.
+   */
+  onHandover: ((shard: number, view: OwnershipView) => Promise<boolean>) | undefined;
+  /** Replies WRONG_EPOCH (a shard and we disagree on the epoch: one of us is behind). */
+  wrongEpochReplies = 0;
+  /** Called on such a reply: chatD asks the collector for a fresh membership. */
+  onWrongEpoch: (() => void) | undefined;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -27,15 +42,65 @@ export class ShardClient {
     private readonly timeoutMs: number,
     /** How long the collector's view stays trusted; past it, every shard is tried. */
     private readonly membershipTtlMs: number,
-  ) {}
-
-  shardOf(name: string): number {
-    return shardFor(name, this.shards);
+  ) {
+    this.follower = new EpochFollower({
+      resync: (shard, view) => this.onHandover?.(shard, view) ?? Promise.resolve(false),
+      isUp: (shard) => this.isUp(shard),
+    });
   }
 
-  setMembership(shards: [number, number][]): void {
+  /** The shard owning `name` under the current epoch; undefined before the collector's first view. */
+  shardOf(name: string): number | undefined {
+    return this.follower.view?.ownerOfKey(normalizeName(name));
+  }
+
+  /** The view requests are routed by; UNAVAILABLE before the collector's first one. */
+  private route(): OwnershipView {
+    const v = this.follower.view;
+    if (!v) throw new ClientError(ClientErrorCode.UNAVAILABLE, 'no membership from the collector yet; retry later');
+    return v;
+  }
+
+  setMembership(shards: [number, number][], view?: ViewPayload): void {
     this.live = new Map(shards);
     this.liveAt = Date.now();
+    if (!view) return;
+    const members = membersFromRanges(view.members);
+    if (!members) return;
+    const cur = this.follower.view;
+    if (!cur || view.epoch > cur.epoch) this.follower.adopt(cur ? cur.next(view.epoch, members) : new OwnershipView(view.epoch, members));
+    if (view.epoch === this.follower.view?.epoch) this.settled = view.settled === true;
+    for (const w of this.viewWaiters.splice(0)) w();
+  }
+  private readonly viewWaiters: (() => void)[] = [];
+
+  /** Resolves once the collector gave a view, or after `ms` (then requests get UNAVAILABLE until it does). */
+  whenView(ms: number): Promise<boolean> {
+    if (this.follower.view) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      t.unref();
+      this.viewWaiters.push(() => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+  }
+
+  /** What the heartbeat reports (docs/resharding.md). */
+  report(): { view?: ViewPayload; ready?: boolean } {
+    const v = this.follower.view;
+    return v ? { view: { epoch: v.epoch, members: memberRanges(v.members) }, ready: this.follower.ready } : {};
+  }
+
+  /** Every shard that may hold entries of ours: the first CHANNELD_SHARDS, the members of both epochs, the live ones. */
+  purgeTargets(): number[] {
+    const set = new Set<number>();
+    for (let s = 0; s < this.shards; s++) set.add(s);
+    for (const s of this.follower.view?.members ?? []) set.add(s);
+    for (const s of this.follower.previousView?.members ?? []) set.add(s);
+    for (const s of this.live?.keys() ?? []) set.add(s);
+    return [...set].sort((a, b) => a - b);
   }
 
   /** False only when the collector recently said the shard is not alive. */
@@ -62,11 +127,13 @@ export class ShardClient {
    */
   sendFind<C extends { shard: number; key: string }>(name: string, sink: ReplySink<C>, ctx: C): void {
     const key = normalizeName(name);
-    const shard = shardOfKey(key, this.shards);
+    const view = this.route();
+    const shard = view.ownerOfKey(key);
     if (!this.isUp(shard)) throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} is down; retry later`);
     ctx.shard = shard;
     ctx.key = key;
-    this.endpoint.call(shardMtype(shard), Kind.FIND, key, this.timeoutMs, sink, ctx);
+    // The payload: u32 epoch, then the key (written by the endpoint, no buffer built here).
+    this.endpoint.call(shardMtype(shard), Kind.FIND, key, this.timeoutMs, sink, ctx, 0, view.epoch);
   }
 
   /**
@@ -110,27 +177,52 @@ export class ShardClient {
     return new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} cannot be reached; retry later`, { cause: err });
   }
 
-  /** Records a login on the owning shard. Throws NAME_TAKEN, TIMEOUT, UNAVAILABLE. */
+  /**
+   * Records a login on the owning shard. Throws NAME_TAKEN, TIMEOUT, UNAVAILABLE. Counted in
+   * flight under its epoch until answered: a hand-over waits for it (epoch-follower.ts).
+   */
   async login(name: string, session: number, channel: number): Promise<void> {
-    const r = await this.call(this.shardOf(name), Kind.LOGIN, 'login', { name, session, channel });
+    const view = this.route();
+    this.follower.begin(view.epoch);
+    let r: Reply;
+    try {
+      r = await this.call(view.ownerOfKey(normalizeName(name)), Kind.LOGIN, 'login', { name, session, channel, epoch: view.epoch });
+    } finally {
+      this.follower.end(view.epoch);
+    }
     if (r.status === Status.NAME_TAKEN) throw new ClientError(ClientErrorCode.NAME_TAKEN, `${name} is online already`);
     this.expectOk(r);
   }
 
   async move(name: string, session: number, channel: number): Promise<void> {
-    const r = await this.call(this.shardOf(name), Kind.MOVE, 'move', { name, session, channel });
+    const view = this.route();
+    this.follower.begin(view.epoch);
+    let r: Reply;
+    try {
+      r = await this.call(view.ownerOfKey(normalizeName(name)), Kind.MOVE, 'move', { name, session, channel, epoch: view.epoch });
+    } finally {
+      this.follower.end(view.epoch);
+    }
     this.expectOk(r);
   }
 
-  /** Removes one session's entry directly (the fallback when the collector does not confirm). */
+  /**
+   * Removes one session's entry directly (the fallback when the collector does not confirm):
+   * on its owner, and while the epoch has not settled also on its owner under the previous
+   * epoch (which may still hold it, docs/resharding.md). Done when every one of them did.
+   */
   async remove(name: string, session: number): Promise<void> {
-    const r = await this.call(this.shardOf(name), Kind.REMOVE, 'remove', {
-      name,
-      session,
-      owner: this.endpoint.mtype,
-      ownerInc: this.endpoint.incarnation,
-    });
-    this.expectOk(r);
+    const key = normalizeName(name);
+    const view = this.route();
+    const owners = new Set([view.ownerOfKey(key)]);
+    const prev = this.follower.previousView;
+    if (prev && !this.settled) owners.add(prev.ownerOfKey(key));
+    const payload = { name, session, owner: this.endpoint.mtype, ownerInc: this.endpoint.incarnation };
+    for (const shard of owners) {
+      // A shard known down holds nothing of ours any more (it restarts empty).
+      if (owners.size > 1 && !this.isUp(shard)) continue;
+      this.expectOk(await this.call(shard, Kind.REMOVE, 'remove', payload));
+    }
   }
 
   async purge(shard: number, keep: number): Promise<number> {
@@ -138,8 +230,8 @@ export class ShardClient {
     return this.expectOk(r, 'count').count;
   }
 
-  async sync(shard: number, entries: [string, number, number][], last: boolean): Promise<void> {
-    const r = await this.call(shard, Kind.SYNC, 'sync', { entries, last }, true);
+  async sync(shard: number, entries: [string, number, number][], last: boolean, epoch: number): Promise<void> {
+    const r = await this.call(shard, Kind.SYNC, 'sync', { entries, last, epoch }, true);
     this.expectOk(r);
   }
 
@@ -162,6 +254,11 @@ export class ShardClient {
         return;
       case Status.UNAVAILABLE:
         throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the directory is recovering; retry later');
+      case Status.WRONG_EPOCH:
+        // The shard and we route by different membership epochs: ask the collector now.
+        this.wrongEpochReplies++;
+        this.onWrongEpoch?.();
+        throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the shards are being resized; retry later');
       case Status.NOT_FOUND:
         throw new ClientError(ClientErrorCode.NOT_FOUND, 'not found');
       default:

@@ -39,6 +39,12 @@ export const Status = {
   UNAVAILABLE: 3,
   BAD_REQUEST: 4,
   INTERNAL: 5,
+  /**
+   * The request was routed by a membership epoch under which this shard cannot answer for the
+   * name (docs/resharding.md); payload: u32, the shard's epoch. chatD never passes it on: its
+   * client sees UNAVAILABLE.
+   */
+  WRONG_EPOCH: 6,
 } as const;
 export type Status = (typeof Status)[keyof typeof Status];
 

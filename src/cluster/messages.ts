@@ -2,12 +2,13 @@ import Ajv, { type ValidateFunction } from 'ajv';
 import { loadSchema } from '../schemas';
 
 /** Payload types of the cluster's records (schemas/cluster-messages.json). */
-export interface LoginPayload { name: string; session: number; channel: number }
+/** `epoch`: the membership epoch the sender routed by (docs/resharding.md). */
+export interface LoginPayload { name: string; session: number; channel: number; epoch: number }
 export type MovePayload = LoginPayload;
 export interface RemovePayload { name: string; session: number; owner: number; ownerInc: number }
 export interface PurgePayload { owner: number; ownerInc: number; keep?: number }
 export interface CountPayload { count: number; conflicts?: number }
-export interface SyncPayload { entries: [string, number, number][]; last: boolean }
+export interface SyncPayload { entries: [string, number, number][]; last: boolean; epoch: number }
 /**
  * A membership epoch (docs/resharding.md): its number and member shards as ranges
  * [first, last] (ownership.ts memberRanges); `settled` only in the collector's answers.

@@ -12,6 +12,7 @@
  * 1/(N+1) of them), removing one moves only the buckets it held; no other bucket changes owner.
  */
 import { MAX_SHARDS } from '../ipc/mtypes';
+import { normalizeName } from './names';
 import { fnv1a32String } from './shard-for';
 
 /** Virtual buckets (a power of two): 2^16, so BUCKET_SHIFT keeps the top 16 bits of a mixed hash. */
@@ -262,4 +263,16 @@ export function membersFromRanges(ranges: readonly (readonly [number, number])[]
     next = hi + 2; // adjacent ranges would have been one: refuse them too (one canonical form)
   }
   return out.length > 0 ? out : undefined;
+}
+
+const firstViews = new Map<number, OwnershipView>();
+/**
+ * The shard owning `name` at a cluster's first epoch, members 0..shards-1 (what the collector
+ * decides at a normal start): for tests, tools and benchmarks that pick names per shard.
+ * The daemons route by the collector's current view instead.
+ */
+export function firstEpochOwner(name: string, shards: number): number {
+  let v = firstViews.get(shards);
+  if (!v) firstViews.set(shards, (v = new OwnershipView(1, Array.from({ length: shards }, (_, i) => i))));
+  return v.ownerOfKey(normalizeName(name));
 }

@@ -84,6 +84,16 @@ export class EpochKeeper {
     return this.previous;
   }
 
+  /**
+   * Whether this collector knows who owned names before the current epoch: false only for an
+   * epoch relearned from the processes after a restart (its predecessor's members are gone
+   * with the predecessor); an initial epoch had no predecessor.
+   */
+  get previousKnown(): boolean {
+    return this.previousIsKnown;
+  }
+  private previousIsKnown = true;
+
   /** A heartbeat's report from (mtype, incarnation); undefined report: the sender has no view. */
   report(mtype: number, incarnation: number, r: ViewReport | undefined): void {
     if (!r) {
@@ -202,6 +212,7 @@ export class EpochKeeper {
     const added = view.members.filter((s) => !previous?.isMember(s));
     const removed = previous ? previous.members.filter((s) => !view.isMember(s)) : [];
     if (reason !== 'relearned' && reason !== 'initial') this.previous = previous;
+    this.previousIsKnown = reason !== 'relearned' || epoch === 1;
     this.current = view;
     this.decidedAt = now;
     this.changes++;

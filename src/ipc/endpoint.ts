@@ -260,11 +260,12 @@ export class Endpoint {
   /**
    * Sends a request; its outcome goes to `sink` with `ctx` (see ReplySink): the hot path's
    * form of request(), with no Promise per request. A string payload is written as UTF-8
-   * straight into the envelope.
+   * straight into the envelope. `prefixU32` (when >= 0) is written as a little-endian u32
+   * before the payload (FIND's membership epoch), so the caller need not build a buffer.
    */
-  call<C>(to: number, kind: number, payload: Uint8Array | string, timeoutMs: number, sink: ReplySink<C>, ctx: C, toIncarnation = 0): void {
+  call<C>(to: number, kind: number, payload: Uint8Array | string, timeoutMs: number, sink: ReplySink<C>, ctx: C, toIncarnation = 0, prefixU32 = -1): void {
     if (this.closed) return this.failSoon(sink, ctx, `request to ${to} could not be sent: endpoint closed`);
-    const len = typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.byteLength;
+    const len = (typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.byteLength) + (prefixU32 >= 0 ? 4 : 0);
     const size = RECORD_HEADER_BYTES + len;
     if (len > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
       return this.failSoon(sink, ctx, `request to ${to} could not be sent: record of ${size} bytes cannot fit one message`);
@@ -311,7 +312,7 @@ export class Endpoint {
       const at = credit.tail;
       a.writeUInt32LE(toIncarnation >>> 0, at);
       writeRecordHeader(a, at + WAIT_PREFIX, kind, 0, len, reqId, deadline);
-      writePayload(a, at + WAIT_PREFIX + RECORD_HEADER_BYTES, payload);
+      writePayload(a, at + WAIT_PREFIX + RECORD_HEADER_BYTES, payload, prefixU32);
       credit.tail = at + need;
       return;
     }
@@ -319,7 +320,7 @@ export class Endpoint {
     this.slotSent[slot] = 1;
     const b = this.requestBatch(credit, to, toIncarnation, size, slot);
     writeRecordHeader(b.buf, b.bytes, kind, 0, len, reqId, deadline);
-    writePayload(b.buf, b.bytes + RECORD_HEADER_BYTES, payload);
+    writePayload(b.buf, b.bytes + RECORD_HEADER_BYTES, payload, prefixU32);
     b.bytes += size;
     b.count++;
     b.reqIds.push(reqId);
@@ -699,7 +700,11 @@ function writeRecordHeader(buf: Buffer, at: number, kind: number, status: number
   buf.writeUInt32LE(deadline >>> 0, at + 8);
 }
 
-function writePayload(buf: Buffer, at: number, payload: Uint8Array | string): void {
+function writePayload(buf: Buffer, at: number, payload: Uint8Array | string, prefixU32: number): void {
+  if (prefixU32 >= 0) {
+    buf.writeUInt32LE(prefixU32 >>> 0, at);
+    at += 4;
+  }
   if (typeof payload === 'string') buf.write(payload, at, 'utf8');
   else buf.set(payload, at);
 }

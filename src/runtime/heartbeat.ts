@@ -16,7 +16,9 @@ export class Heartbeat {
   private inFlight = false;
   /** beatNow() was called while a beat was in flight: beat again once it is answered. */
   private again = false;
-  private readonly body: Buffer;
+  private body: Buffer;
+  /** The JSON of the last report, to re-encode the body only when it changes. */
+  private lastReport = '';
   /** Wall-clock ms of the last reply from the collector (0: never). */
   lastReplyAt = 0;
 
@@ -25,8 +27,24 @@ export class Heartbeat {
     payload: Omit<HeartbeatPayload, 'pid'>,
     private readonly intervalMs: number,
     private readonly onMembership?: (m: MembershipPayload) => void,
+    /** The membership epoch the process is at, and whether it is done with it (docs/resharding.md). */
+    private readonly report?: () => Pick<HeartbeatPayload, 'view' | 'ready'>,
   ) {
-    this.body = encodePayload('heartbeat', { ...payload, pid: process.pid });
+    this.base = { ...payload, pid: process.pid };
+    this.body = encodePayload('heartbeat', this.base);
+  }
+  private readonly base: HeartbeatPayload;
+
+  /** The body with the current report (encoded again only when the report changed). */
+  private currentBody(): Buffer {
+    if (!this.report) return this.body;
+    const r = this.report();
+    const text = JSON.stringify(r);
+    if (text !== this.lastReport) {
+      this.lastReport = text;
+      this.body = encodePayload('heartbeat', { ...this.base, ...r });
+    }
+    return this.body;
   }
 
   start(): void {
@@ -67,7 +85,7 @@ export class Heartbeat {
       this.inFlight = false;
       if (this.again && this.timer !== undefined) this.beat();
     };
-    this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, this.body, Math.max(this.intervalMs * 4, 1000)).then(
+    this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, this.currentBody(), Math.max(this.intervalMs * 4, 1000)).then(
       (reply) => {
         if (reply.status === Status.OK) {
           this.lastReplyAt = Date.now();

@@ -4,7 +4,7 @@ import { encodeEnvelope } from '../../src/ipc/envelope';
 import { MTYPE_CHATD_BASE, MTYPE_GC, MTYPE_SHARD_BASE } from '../../src/ipc/mtypes';
 import { Kind, Status } from '../../src/cluster/kinds';
 import { normalizeName } from '../../src/cluster/names';
-import { shardFor } from '../../src/cluster/shard-for';
+import { firstEpochOwner } from '../../src/cluster/ownership';
 import { writeFindReply } from '../../src/cluster/records';
 import { ChatClient, type Reply } from '../helpers/chat-client';
 import { sleep, useCluster } from '../helpers/cluster';
@@ -357,7 +357,7 @@ describe('chaos: faults injected under a checked load of finds', function () {
    */
   let fakeBudget = 0;
   function forgedForShard(shard: number, names: readonly string[]): Buffer {
-    const mine = names.filter((n) => shardFor(normalizeName(n), SHARDS) === shard);
+    const mine = names.filter((n) => firstEpochOwner(normalizeName(n), SHARDS) === shard);
     const real = mine.length > 0 ? pick(mine) : pick(names);
     const fake = `Forged${between(0, 9999)}`;
     const fromFake = fakeBudget > 0;
@@ -371,11 +371,11 @@ describe('chaos: faults injected under a checked load of finds', function () {
       case 0:
         kind = Kind.LOGIN;
         // A connected character's name or one nobody asks for, from either mtype.
-        payload = json({ name: rand() < 0.5 ? real : fake, session: between(1, 1e6), channel: between(1, CHANNELS) });
+        payload = json({ name: rand() < 0.5 ? real : fake, session: between(1, 1e6), channel: between(1, CHANNELS), epoch: 1 });
         break;
       case 1:
         kind = Kind.MOVE;
-        payload = json({ name: real, session: between(1, 1e6), channel: between(1, CHANNELS) });
+        payload = json({ name: real, session: between(1, 1e6), channel: between(1, CHANNELS), epoch: 1 });
         break;
       case 2:
         kind = Kind.REMOVE;
@@ -388,7 +388,8 @@ describe('chaos: faults injected under a checked load of finds', function () {
         break;
       case 4:
         kind = Kind.FIND;
-        payload = Buffer.from(normalizeName(rand() < 0.5 ? real : fake), 'utf8');
+        // u32 epoch (the cluster's first: no resharding during the chaos run), then the key.
+        payload = Buffer.concat([Buffer.from([1, 0, 0, 0]), Buffer.from(normalizeName(rand() < 0.5 ? real : fake), 'utf8')]);
         break;
       default:
         kind = between(0, 255);
@@ -404,11 +405,11 @@ describe('chaos: faults injected under a checked load of finds', function () {
    * random one".
    */
   function forgedOwnerForShard(shard: number, names: readonly string[]): Buffer {
-    const mine = names.filter((n) => shardFor(normalizeName(n), SHARDS) === shard);
+    const mine = names.filter((n) => firstEpochOwner(normalizeName(n), SHARDS) === shard);
     const real = mine.length > 0 ? pick(mine) : pick(names);
     const rec =
       rand() < 0.8
-        ? { kind: Kind.LOGIN, reqId: u32(), payload: json({ name: real, session: between(1, 1e6), channel: between(1, CHANNELS) }) }
+        ? { kind: Kind.LOGIN, reqId: u32(), payload: json({ name: real, session: between(1, 1e6), channel: between(1, CHANNELS), epoch: 1 }) }
         : { kind: Kind.PURGE, reqId: u32(), payload: json({ owner: MTYPE_CHATD_BASE, ownerInc: 0, keep: u32() }) };
     return encodeEnvelope({ from: MTYPE_CHATD_BASE, fromIncarnation: u32(), toIncarnation: 0 }, [rec]);
   }

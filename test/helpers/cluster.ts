@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SysvQueue } from '../../src/ipc';
-import { shardFor } from '../../src/cluster/shard-for';
+import { firstEpochOwner } from '../../src/cluster/ownership';
 import { ChatClient, type Reply } from './chat-client';
 import { type CommandResult, freePort, hasPm2Home, isAlive, namesPerShard, queueExistsByKey, removeQueueByKey, runCommand, unusedQueueKey } from './host';
 
@@ -418,13 +418,13 @@ export function namesOnShard(shard: number, shards: number, prefix: string, coun
   const out: string[] = [];
   for (let i = 0; out.length < count; i++) {
     const name = `${prefix}${i}`;
-    if (shardFor(name, shards) === shard) out.push(name);
+    if (firstEpochOwner(name, shards) === shard) out.push(name);
   }
   return out;
 }
 
 export function shardOf(name: string, shards: number): number {
-  return shardFor(name, shards);
+  return firstEpochOwner(name, shards);
 }
 
 /** `ipcs -q` lists a queue with this key. */

@@ -3,7 +3,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
-import { shardFor } from '../../src/cluster/shard-for';
+import { firstEpochOwner } from '../../src/cluster/ownership';
 import { SysvQueue } from '../../src/ipc';
 
 /**
@@ -11,12 +11,12 @@ import { SysvQueue } from '../../src/ipc';
  * benchmark's cluster starter (bench/e2e/cluster.ts): processes, queues by key, ports.
  */
 
-/** One name per shard (of `shards`), built as prefix + counter. */
+/** One name per shard (of `shards`, at the cluster's first epoch), built as prefix + counter. */
 export function namesPerShard(shards: number, prefix: string): string[] {
   const out: (string | undefined)[] = new Array(shards).fill(undefined);
   for (let i = 0; out.some((x) => x === undefined); i++) {
     const name = `${prefix}${i}`;
-    const s = shardFor(name, shards);
+    const s = firstEpochOwner(name, shards);
     if (out[s] === undefined) out[s] = name;
   }
   return out as string[];

@@ -30,17 +30,23 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     return t;
   };
   // A stand-in collector for a cluster's first start: HELLO answered with "no chatD yet", so
-  // the fresh shards go live (a shard never goes live on a timer).
+  // the fresh shards go live (a shard never goes live on a timer), and the membership epoch 1
+  // of CHANNELD_SHARDS members (docs/resharding.md) in every answer.
   const gt = transport();
   const gc = new Endpoint(gt, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
+  const view = { epoch: 1, members: [[0, config.shards - 1]] as [number, number][] };
   gc.start((rec, reply) => {
-    if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+    if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [], view }));
+    if (rec.kind === Kind.HEARTBEAT && reply) {
+      const shards = Array.from({ length: config.shards }, (_, i): [number, number] => [i, 500 + i]);
+      reply(Status.OK, encodePayload('membership', { shards, view: { ...view, settled: true } }));
+    }
   });
   closers.push(() => gc.close());
   const shards: ShardServer[] = [];
   for (let i = 0; i < config.shards; i++) {
     const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
-    const s = new ShardServer(e, { shard: i, shards: config.shards, recoveryMs: 50, log });
+    const s = new ShardServer(e, { shard: i, recoveryMs: 50, log });
     closers.push(async () => {
       s.stop();
       await e.close();

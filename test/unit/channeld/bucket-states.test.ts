@@ -22,7 +22,7 @@ function kinds(me: number, a: OwnershipView, b: OwnershipView): { kept: number; 
 describe('channeld - bucket states (a shard under membership epochs, docs/resharding.md)', () => {
   it('first view: every owned bucket waits until each chatD the collector named has synced at that epoch', () => {
     const s = new BucketStates(1);
-    expect(s.verdict(1, 0)).to.equal('ahead'); // no view yet: ask the collector
+    expect(s.verdict(1, 0)).to.equal('waiting'); // no view yet: recovering (UNAVAILABLE)
     const v = new OwnershipView(3, [0, 1, 2]);
     const change = s.adopt(v)!;
     expect(change.lost).to.deep.equal([]);

@@ -4,7 +4,9 @@ import pino from 'pino';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { normalizeName } from '../../../src/cluster/names';
 import { isKeyBytes, readFindReply, readKey } from '../../../src/cluster/records';
-import { fnv1a32, shardFor } from '../../../src/cluster/shard-for';
+import { fnv1a32 } from '../../../src/cluster/shard-for';
+import { OwnershipView } from '../../../src/cluster/ownership';
+import { BucketStates } from '../../../src/channeld/bucket-states';
 import { Directory } from '../../../src/channeld/directory';
 import { R_FINDS, R_SEND_FAILED, ReplicaReader, ReplicaWriter, createReplicaMemory } from '../../../src/channeld/directory-replica';
 import { createInlineHandler, type InlineIo } from '../../../src/channeld/find-inline';
@@ -18,6 +20,12 @@ import { useQueues } from '../../helpers/queues';
 
 const log = pino({ level: 'silent' });
 const b = (s: string): Buffer => Buffer.from(s, 'utf8');
+/** A FIND payload: u32 membership epoch, then the key (docs/resharding.md). */
+const fp = (key: string, epoch = 1): Buffer => {
+  const e = Buffer.alloc(4);
+  e.writeUInt32LE(epoch, 0);
+  return Buffer.concat([e, b(key)]);
+};
 
 describe('channeld - FIND in the receiver thread (replica and inline handler)', () => {
   it('isKeyBytes - agrees with readKey on any bytes and on every key (fast-check)', () => {
@@ -72,10 +80,15 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     expect(look('full0')).to.equal(-2);
   });
 
+  /** Shard 0 of `shards`, at epoch 1 with its hand-over complete (its buckets served). */
   function handlerRig(shards = 1, full: () => boolean = () => false) {
     const memory = createReplicaMemory(256);
     const w = new ReplicaWriter(memory);
     const d = new Directory(w);
+    const view = new OwnershipView(1, Array.from({ length: shards }, (_, i) => i));
+    const states = new BucketStates(0, w.states, (e) => w.setEpoch(e));
+    states.adopt(view);
+    states.expect([]);
     const sent: { mtype: number; body: Buffer }[] = [];
     const io: InlineIo = {
       maxMessageBytes: 8192,
@@ -89,18 +102,18 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
       EAGAIN: 11,
       EINTR: 4,
     };
-    const h = createInlineHandler({ replica: memory, shard: 0, shards, mtype: shardMtype(0), incarnation: 4242 }, io);
+    const h = createInlineHandler({ replica: memory, mtype: shardMtype(0), incarnation: 4242 }, io);
     const handle = (body: Buffer): boolean => {
       const framed = Buffer.concat([Buffer.alloc(5), body, Buffer.alloc(3)]);
       return h.handle(framed, 5, body.length);
     };
-    return { w, d, sent, handle };
+    return { w, d, sent, handle, view, states };
   }
 
-  const findEnvelope = (names: string[], extra: { deadline?: number; toIncarnation?: number } = {}) =>
+  const findEnvelope = (names: string[], extra: { deadline?: number; toIncarnation?: number; epoch?: number } = {}) =>
     encodeEnvelope(
       { from: chatdMtype(0), fromIncarnation: 99, toIncarnation: extra.toIncarnation ?? 0 },
-      names.map((n, i) => ({ kind: Kind.FIND, reqId: 500 + i, deadline: extra.deadline ?? deadlineIn(5000), payload: b(normalizeName(n)) })),
+      names.map((n, i) => ({ kind: Kind.FIND, reqId: 500 + i, deadline: extra.deadline ?? deadlineIn(5000), payload: fp(normalizeName(n), extra.epoch ?? 1) })),
     );
 
   it('inline handler - answers an envelope of FINDs as the main thread would: hits, misses, bad keys, expired', () => {
@@ -109,10 +122,10 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     expect(handle(findEnvelope(['bob_7'])), 'not live yet: handed over').to.equal(false);
     w.setLive(true);
     const env = encodeEnvelope({ from: chatdMtype(0), fromIncarnation: 99, toIncarnation: 0 }, [
-      { kind: Kind.FIND, reqId: 1, deadline: deadlineIn(5000), payload: b('bob_7') },
-      { kind: Kind.FIND, reqId: 2, deadline: deadlineIn(5000), payload: b('nobody') },
-      { kind: Kind.FIND, reqId: 3, deadline: deadlineIn(5000), payload: b('Bad Key') },
-      { kind: Kind.FIND, reqId: 4, deadline: deadlineIn(-50), payload: b('bob_7') },
+      { kind: Kind.FIND, reqId: 1, deadline: deadlineIn(5000), payload: fp('bob_7') },
+      { kind: Kind.FIND, reqId: 2, deadline: deadlineIn(5000), payload: fp('nobody') },
+      { kind: Kind.FIND, reqId: 3, deadline: deadlineIn(5000), payload: fp('Bad Key') },
+      { kind: Kind.FIND, reqId: 4, deadline: deadlineIn(-50), payload: fp('bob_7') },
     ]);
     expect(handle(env)).to.equal(true);
     expect(sent).to.have.length(1);
@@ -129,11 +142,11 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     expect(Atomics.load(w.views.control, R_FINDS)).to.equal(3);
   });
 
-  it('inline handler - hands over anything else: other kinds, mixed envelopes, garbage, another incarnation, names of another shard answered BAD_REQUEST', () => {
-    const { w, sent, handle } = handlerRig(2);
+  it('inline handler - hands over anything else: other kinds, mixed envelopes, garbage, another incarnation, names of another shard or routed by another epoch', () => {
+    const { w, sent, handle, view, states } = handlerRig(2);
     w.setLive(true);
     const mixed = encodeEnvelope({ from: chatdMtype(0), fromIncarnation: 99, toIncarnation: 0 }, [
-      { kind: Kind.FIND, reqId: 1, deadline: deadlineIn(5000), payload: b('x') },
+      { kind: Kind.FIND, reqId: 1, deadline: deadlineIn(5000), payload: fp('x') },
       { kind: Kind.LOGIN, reqId: 2, deadline: deadlineIn(5000), payload: b('{}') },
     ]);
     expect(handle(mixed)).to.equal(false);
@@ -141,14 +154,23 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
     const whole = findEnvelope(['a']);
     expect(handle(whole.subarray(0, whole.length - 1)), 'truncated').to.equal(false);
     expect(handle(findEnvelope(['a'], { toIncarnation: 1234 })), 'another incarnation').to.equal(false);
-    const oneWay = encodeEnvelope({ from: 5, fromIncarnation: 1, toIncarnation: 0 }, [{ kind: Kind.FIND, reqId: 0, payload: b('a') }]);
+    const oneWay = encodeEnvelope({ from: 5, fromIncarnation: 1, toIncarnation: 0 }, [{ kind: Kind.FIND, reqId: 0, payload: fp('a') }]);
     expect(handle(oneWay), 'a FIND without request id').to.equal(false);
-    expect(sent).to.have.length(0);
     let other = 'n0';
-    for (let i = 0; shardFor(other, 2) !== 1; i++) other = `n${i}`;
-    expect(handle(findEnvelope([other]))).to.equal(true);
-    const r = decodeEnvelope(sent[0]!.body);
-    expect(r.ok && r.records[0]!.status).to.equal(Status.BAD_REQUEST);
+    let mine = 'n0';
+    for (let i = 0; view.ownerOfKey(other) !== 1; i++) other = `n${i}`;
+    for (let i = 0; view.ownerOfKey(mine) !== 0; i++) mine = `n${i}`;
+    // Not this shard's under that epoch, or another epoch than the replica's: the main thread
+    // decides (WRONG_EPOCH, or parked when the sender is ahead), never "offline" from here.
+    expect(handle(findEnvelope([other])), 'a name of shard 1').to.equal(false);
+    expect(handle(findEnvelope([mine], { epoch: 2 })), 'routed by epoch 2').to.equal(false);
+    expect(handle(findEnvelope([mine], { epoch: 0 })), 'no epoch').to.equal(false);
+    expect(sent).to.have.length(0);
+    // A new epoch in which the bucket waits for its hand-over: handed over too.
+    states.adopt(view.next(2, [0]));
+    expect(handle(findEnvelope([other], { epoch: 2 })), 'gained, waiting').to.equal(false);
+    expect(handle(findEnvelope([mine], { epoch: 2 })), 'kept: served').to.equal(true);
+    expect(sent).to.have.length(1);
   });
 
   it('inline handler - a full queue: the reply is retried until it fits, and dropped (counted) only once its deadline has passed', () => {
@@ -192,16 +214,16 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
       const shardInc = newIncarnation();
       const st = scope.track(new SysvTransport(q, {
         ...defaultSysvTransportOptions,
-        receiver: { ...defaultSysvTransportOptions.receiver, inline: { module: join(__dirname, '../../../src/channeld/find-inline.js'), data: { replica: memory, shard: 0, shards: 1, mtype: shardMtype(0), incarnation: shardInc } } },
+        receiver: { ...defaultSysvTransportOptions.receiver, inline: { module: join(__dirname, '../../../src/channeld/find-inline.js'), data: { replica: memory, mtype: shardMtype(0), incarnation: shardInc } } },
       }));
       const se = scope.track(new Endpoint(st, { mtype: shardMtype(0), incarnation: shardInc, maxBatchBytes: 4096 }));
       // A collector stand-in for a fresh cluster: HELLO answered with "no chatD", so the shard goes live.
       const gt = scope.track(new SysvTransport(q));
       const gc = scope.track(new Endpoint(gt, { mtype: MTYPE_GC, incarnation: newIncarnation(), maxBatchBytes: 4096 }));
       gc.start((rec, reply) => {
-        if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+        if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [], view: { epoch: 1, members: [[0, 0]] } }));
       });
-      const shard = new ShardServer(se, { shard: 0, shards: 1, recoveryMs: 50, log, replica });
+      const shard = new ShardServer(se, { shard: 0, recoveryMs: 50, log, replica });
       shard.start();
       await shard.whenLive();
       const ct = scope.track(new SysvTransport(q));
@@ -212,14 +234,14 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
       const handledByMain = (): number => shard.counters.requests;
       const before = handledByMain();
       // Pipelined in one turn: LOGIN then FIND of the same name, then many FINDs.
-      const login = chatd.request(shardMtype(0), Kind.LOGIN, Buffer.from(JSON.stringify({ name: 'Zed', session: 1, channel: 4 })), 2000);
-      const first = chatd.request(shardMtype(0), Kind.FIND, 'zed', 2000);
+      const login = chatd.request(shardMtype(0), Kind.LOGIN, Buffer.from(JSON.stringify({ name: 'Zed', session: 1, channel: 4, epoch: 1 })), 2000);
+      const first = chatd.request(shardMtype(0), Kind.FIND, fp('zed'), 2000);
       expect((await login).status).to.equal(Status.OK);
       const f = await first;
       expect(f.status, 'a FIND queued after the LOGIN sees it').to.equal(Status.OK);
       expect(readFindReply(f.payload, 0, f.payload.length)?.channel).to.equal(4);
       const mainAfterLogin = handledByMain();
-      const many = await Promise.all(Array.from({ length: 2000 }, (_, i) => chatd.request(shardMtype(0), Kind.FIND, i % 2 ? 'zed' : `ghost${i}`, 5000)));
+      const many = await Promise.all(Array.from({ length: 2000 }, (_, i) => chatd.request(shardMtype(0), Kind.FIND, fp(i % 2 ? 'zed' : `ghost${i}`), 5000)));
       many.forEach((r, i) => expect(r.status, `find ${i}`).to.equal(i % 2 ? Status.OK : Status.NOT_FOUND));
       expect(handledByMain() - mainAfterLogin, 'FINDs that reached the main thread').to.be.below(2000);
       expect(Atomics.load(replica.views.control, R_FINDS), 'FINDs answered in the receiver thread').to.be.above(0);

@@ -8,15 +8,25 @@ import { normalizeName } from '../../../src/cluster/names';
 import { readFindReply } from '../../../src/cluster/records';
 import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
 import { MTYPE_GC, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
-import { shardFor } from '../../../src/cluster/shard-for';
+import { OwnershipView } from '../../../src/cluster/ownership';
 
 const log = pino({ level: 'silent' });
 
-/** Names that hash to shard `shard` of `shards`. */
-function namesOn(shard: number, shards: number, n: number): string[] {
+/** The membership epoch 1 of shards 0..shards-1 (docs/resharding.md), as the collector sends it. */
+const view1 = (shards: number) => ({ epoch: 1, members: [[0, shards - 1]] as [number, number][] });
+
+/** Names that shard `shard` owns at epoch 1 of `shards` members. */
+function namesOn(shard: number, shards: number, n: number, view = new OwnershipView(1, Array.from({ length: shards }, (_, i) => i))): string[] {
   const out: string[] = [];
-  for (let i = 0; out.length < n; i++) if (shardFor(`user${i}`, shards) === shard) out.push(`user${i}`);
+  for (let i = 0; out.length < n; i++) if (view.ownerOfKey(normalizeName(`user${i}`)) === shard) out.push(`user${i}`);
   return out;
+}
+
+/** A FIND payload: u32 epoch, then the key. */
+function fp(key: string, epoch = 1): Buffer {
+  const e = Buffer.alloc(4);
+  e.writeUInt32LE(epoch, 0);
+  return Buffer.concat([e, Buffer.from(key, 'utf8')]);
 }
 
 describe('channeld - shard server (over the local transport)', () => {
@@ -44,11 +54,11 @@ describe('channeld - shard server (over the local transport)', () => {
     return e;
   }
 
-  /** A collector stand-in for a fresh cluster: answers HELLO with "no chatD" (nothing to resync). */
-  function emptyGc(): Endpoint {
+  /** A collector stand-in for a fresh cluster: answers HELLO with "no chatD" (nothing to resync) and epoch 1. */
+  function emptyGc(shards = 1): Endpoint {
     const gc = endpoint(MTYPE_GC, 3, false);
     gc.start((rec, reply) => {
-      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [], view: view1(shards) }));
     });
     return gc;
   }
@@ -63,10 +73,9 @@ describe('channeld - shard server (over the local transport)', () => {
   });
 
   function shard(shardIndex: number, shards: number, recoveryMs = 100, withGc = true, vouchMs?: number): ShardServer {
-    if (withGc) emptyGc();
+    if (withGc) emptyGc(shards);
     const s: ShardServer = new ShardServer(endpoint(shardMtype(shardIndex), 7000 + shardIndex, false), {
       shard: shardIndex,
-      shards,
       recoveryMs,
       log,
       askMembership: () => setImmediate(() => s.noteMembership({ chatds: vouched })),
@@ -78,11 +87,14 @@ describe('channeld - shard server (over the local transport)', () => {
     return s;
   }
 
-  const ask = (chatd: Endpoint, shardIndex: number, kind: number, payload: object) =>
-    chatd.request(shardMtype(shardIndex), kind, Buffer.from(JSON.stringify(payload)), 1000);
-  /** A FIND: its payload is the binary directory key (cluster/records.ts). */
-  const find = (chatd: Endpoint, shardIndex: number, name: string) =>
-    chatd.request(shardMtype(shardIndex), Kind.FIND, normalizeName(name), 1000);
+  /** A request; LOGIN, MOVE and SYNC are routed by epoch 1 unless the payload names one. */
+  const ask = (chatd: Endpoint, shardIndex: number, kind: number, payload: object) => {
+    const routed = kind === Kind.LOGIN || kind === Kind.MOVE || kind === Kind.SYNC;
+    return chatd.request(shardMtype(shardIndex), kind, Buffer.from(JSON.stringify(routed ? { epoch: 1, ...payload } : payload)), 1000);
+  };
+  /** A FIND: u32 epoch, then the binary directory key (cluster/records.ts). */
+  const find = (chatd: Endpoint, shardIndex: number, name: string, epoch = 1) =>
+    chatd.request(shardMtype(shardIndex), Kind.FIND, fp(normalizeName(name), epoch), 1000);
   const hit = (r: Reply) => readFindReply(r.payload, 0, r.payload.length);
 
   it('serves login, find, move, remove once live; NAME_TAKEN across chatDs', async () => {
@@ -105,20 +117,25 @@ describe('channeld - shard server (over the local transport)', () => {
     expect((await find(c1, 0, 'alice')).status).to.equal(Status.NOT_FOUND);
   });
 
-  it('answers BAD_REQUEST to malformed payloads, unknown kinds and names of another shard', async () => {
+  it('answers BAD_REQUEST to malformed payloads and unknown kinds, WRONG_EPOCH for names of another shard', async () => {
     const s = shard(1, 2);
     await s.whenLive();
     const c = endpoint(chatdMtype(0), 1);
     expect((await c.request(shardMtype(1), Kind.FIND, Buffer.from('{not json'), 1000)).status).to.equal(Status.BAD_REQUEST);
     expect((await find(c, 1, 'bad name!')).status).to.equal(Status.BAD_REQUEST);
     expect((await c.request(shardMtype(1), Kind.FIND, Buffer.from([0xe0, 0x80]), 1000)).status, 'malformed UTF-8').to.equal(Status.BAD_REQUEST);
-    expect((await c.request(shardMtype(1), Kind.FIND, 'Upper', 1000)).status, 'not a key').to.equal(Status.BAD_REQUEST);
-    expect((await c.request(shardMtype(1), Kind.FIND, 'x'.repeat(97), 1000)).status, 'too long').to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, fp('Upper'), 1000)).status, 'not a key').to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, fp('x'.repeat(97)), 1000)).status, 'too long').to.equal(Status.BAD_REQUEST);
+    expect((await c.request(shardMtype(1), Kind.FIND, fp(''), 1000)).status, 'empty key').to.equal(Status.BAD_REQUEST);
     expect((await c.request(shardMtype(1), Kind.FIND, Buffer.alloc(0), 1000)).status, 'empty').to.equal(Status.BAD_REQUEST);
     expect((await ask(c, 1, 0x55, {})).status).to.equal(Status.BAD_REQUEST);
+    expect((await ask(c, 1, Kind.LOGIN, { name: 'a', session: 1, channel: 1, epoch: 0 })).status, 'epoch 0').to.equal(Status.BAD_REQUEST);
     const other = namesOn(0, 2, 1)[0]!;
-    expect((await find(c, 1, other)).status).to.equal(Status.BAD_REQUEST);
-    expect(s.counters.wrongShard).to.equal(1);
+    const wrong = await find(c, 1, other);
+    expect(wrong.status).to.equal(Status.WRONG_EPOCH);
+    expect(wrong.payload.readUInt32LE(0), 'the shard\'s epoch').to.equal(1);
+    expect((await ask(c, 1, Kind.LOGIN, { name: other, session: 1, channel: 1 })).status).to.equal(Status.WRONG_EPOCH);
+    expect(s.counters.wrongEpoch).to.equal(2);
     const mine = namesOn(1, 2, 1)[0]!;
     expect((await find(c, 1, mine)).status).to.equal(Status.NOT_FOUND);
   });
@@ -128,7 +145,7 @@ describe('channeld - shard server (over the local transport)', () => {
     const c = endpoint(chatdMtype(0), 1);
     const names = namesOn(0, 1, 3);
     gc.start((rec, reply) => {
-      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 1]] }));
+      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 1]], view: view1(1) }));
     });
     const s = shard(0, 1, 5000, false);
     await new Promise((r) => setTimeout(r, 50));
@@ -162,10 +179,10 @@ describe('channeld - shard server (over the local transport)', () => {
     gc.start((rec, reply) => {
       if (rec.kind === Kind.HELLO && reply) {
         hellos++;
-        reply(Status.OK, encodePayload('helloReply', { chatds }));
+        reply(Status.OK, encodePayload('helloReply', { chatds, view: view1(1) }));
       }
     });
-    const s = new ShardServer(endpoint(shardMtype(0), 7000, false), { shard: 0, shards: 1, recoveryMs: 100, rehelloMs: 50, log });
+    const s = new ShardServer(endpoint(shardMtype(0), 7000, false), { shard: 0, recoveryMs: 100, rehelloMs: 50, log });
     s.start();
     closers.push(async () => s.stop());
     const c0 = endpoint(chatdMtype(0), 1);

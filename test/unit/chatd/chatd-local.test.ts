@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../../../src/config';
 import { Collector } from '../../../src/gc/collector';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { encodePayload } from '../../../src/cluster/messages';
-import { shardFor } from '../../../src/cluster/shard-for';
+import { OwnershipView } from '../../../src/cluster/ownership';
 import { Endpoint } from '../../../src/ipc/endpoint';
 import { LocalQueue, LocalTransport } from '../../../src/ipc/local/local-transport';
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, MTYPE_LEGACY_REQUEST, chatdMtype, shardMtype } from '../../../src/ipc/mtypes';
@@ -46,28 +46,46 @@ describe('chatd - whole front end over the local transport', () => {
     return t;
   }
 
+  /** The membership epoch 1 of shards 0..n-1 (docs/resharding.md). */
+  const view1 = (n: number) => ({ epoch: 1, members: [[0, n - 1]] as [number, number][] });
+
   /**
    * A stand-in collector for a cluster's first start: answers HELLO with "no chatD yet", so
-   * fresh shards go live empty (a shard never goes live on a timer). Closed once they are.
+   * fresh shards go live empty (a shard never goes live on a timer), and heartbeats with the
+   * membership (epoch 1 of `n` shards: chatD routes by it). `closeStandIn()` stops it (the
+   * collector "away"; chatD keeps the view it had).
    */
-  function bootstrapGc(): () => Promise<void> {
+  let standIn: (() => Promise<void>) | undefined;
+  function bootstrapGc(n: number, hello = true): void {
     const t = new LocalTransport(queue);
     const e = new Endpoint(t, { mtype: MTYPE_GC, incarnation: 3, maxBatchBytes: 4096 });
     e.start((rec, reply) => {
-      if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
+      if (rec.kind === Kind.HELLO && reply && hello) reply(Status.OK, encodePayload('helloReply', { chatds: [], view: view1(n) }));
+      if (rec.kind === Kind.HEARTBEAT && reply) {
+        const live = Array.from({ length: n }, (_, i): [number, number] => [i, 500 + i]);
+        reply(Status.OK, encodePayload('membership', { shards: live, view: { ...view1(n), settled: true } }));
+      }
     });
-    return async () => {
+    let closed = false;
+    standIn = async () => {
+      if (closed) return;
+      closed = true;
       await e.close();
       await t.close();
     };
+    closers.push(standIn);
   }
+  const closeStandIn = async (): Promise<void> => standIn?.();
+  beforeEach(() => {
+    standIn = undefined;
+  });
 
   async function shards(n: number, start = true): Promise<ShardServer[]> {
     const out: ShardServer[] = [];
-    const gc = start ? bootstrapGc() : undefined;
+    bootstrapGc(n);
     for (let i = 0; i < n; i++) {
       const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation: 500 + i, maxBatchBytes: 4096 });
-      const s = new ShardServer(e, { shard: i, shards: n, recoveryMs: 50, log });
+      const s = new ShardServer(e, { shard: i, recoveryMs: 50, log });
       closers.push(async () => {
         s.stop();
         await e.close();
@@ -76,7 +94,6 @@ describe('chatd - whole front end over the local transport', () => {
       out.push(s);
     }
     if (start) await Promise.all(out.map((s) => s.whenLive()));
-    await gc?.();
     return out;
   }
 
@@ -181,9 +198,10 @@ describe('chatd - whole front end over the local transport', () => {
   });
 
   it('answers UNAVAILABLE while a restarted shard waits for its resyncs', async () => {
+    bootstrapGc(1, false); // heartbeats answered (chatD routes by epoch 1), HELLO not
     const { port } = await chatd(config({ CHANNELD_SHARDS: '1' }));
     const e = new Endpoint(transport(), { mtype: shardMtype(0), incarnation: 77, maxBatchBytes: 4096 });
-    const s = new ShardServer(e, { shard: 0, shards: 1, recoveryMs: 60_000, log });
+    const s = new ShardServer(e, { shard: 0, recoveryMs: 60_000, log });
     closers.push(async () => {
       s.stop();
       await e.close();
@@ -196,12 +214,12 @@ describe('chatd - whole front end over the local transport', () => {
   });
 
   /** Kills shard `i` of `list` (its process and directory gone) and starts a new incarnation of it. */
-  async function restartShard(list: ShardServer[], i: number, n: number, incarnation: number, recoveryMs = 100): Promise<ShardServer> {
+  async function restartShard(list: ShardServer[], i: number, _shards: number, incarnation: number, recoveryMs = 100): Promise<ShardServer> {
     const old = list[i]! as unknown as { endpoint: Endpoint };
     list[i]!.stop();
     await old.endpoint.close();
     const e = new Endpoint(transport(), { mtype: shardMtype(i), incarnation, maxBatchBytes: 4096 });
-    const s = new ShardServer(e, { shard: i, shards: n, recoveryMs, log });
+    const s = new ShardServer(e, { shard: i, recoveryMs, log });
     closers.push(async () => {
       s.stop();
       await e.close();
@@ -226,6 +244,7 @@ describe('chatd - whole front end over the local transport', () => {
     const a = await client(port, 'Alice', 4);
     const b = await client(port, 'Bob', 5);
     // gc "stopped" (none runs), the shard SIGKILLed and restarted by PM2.
+    await closeStandIn();
     const fresh = await restartShard(list, 0, 1, 601, 100);
     await new Promise((r) => setTimeout(r, 600)); // well past SHARD_RECOVERY_MS (100 ms)
     expect(fresh.state, 'no going live on a timer').to.equal('recovering');
@@ -242,6 +261,13 @@ describe('chatd - whole front end over the local transport', () => {
       await gcE.close();
     });
     await fresh.whenLive();
+    // The first answer may come from the new shard incarnation before chatD's membership
+    // names it: UNAVAILABLE once (a stranger's reply), then right.
+    const t0 = Date.now();
+    for (let st = await findState(b, 'alice'); st !== 'online:4'; st = await findState(b, 'alice')) {
+      expect(st, 'never "offline" for a connected character').to.equal('UNAVAILABLE');
+      expect(Date.now() - t0, 'alice online again').to.be.below(2000);
+    }
     expect(await findState(b, 'alice')).to.equal('online:4');
     expect(await findState(a, 'bob')).to.equal('online:5');
   });
@@ -251,18 +277,20 @@ describe('chatd - whole front end over the local transport', () => {
     const list = await shards(2);
     const cfg = config({ HEARTBEAT_MS: '50' });
     const { port } = await chatd(cfg);
+    await closeStandIn();
     // A collector that answers heartbeats and HELLOs but whose RESYNCs are lost.
     let shard0Inc = 500;
     const gcT = transport();
     const gcE = new Endpoint(gcT, { mtype: MTYPE_GC, incarnation: 34, maxBatchBytes: 4096 });
     gcE.start((rec, reply) => {
       if (!reply) return;
-      if (rec.kind === Kind.HEARTBEAT) reply(Status.OK, encodePayload('membership', { shards: [[0, shard0Inc], [1, 501]] }));
-      else if (rec.kind === Kind.HELLO) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 900]] }));
+      if (rec.kind === Kind.HEARTBEAT) reply(Status.OK, encodePayload('membership', { shards: [[0, shard0Inc], [1, 501]], view: { ...view1(2), settled: true } }));
+      else if (rec.kind === Kind.HELLO) reply(Status.OK, encodePayload('helloReply', { chatds: [[chatdMtype(0), 900]], view: view1(2) }));
     });
     closers.push(() => gcE.close());
     const names: string[] = [];
-    for (let i = 0; names.length < 3; i++) if (shardFor(`Zed${i}`, 2) === 0) names.push(`Zed${i}`);
+    const v = new OwnershipView(1, [0, 1]);
+    for (let i = 0; names.length < 3; i++) if (v.ownerOfKey(`zed${i}`) === 0) names.push(`Zed${i}`);
     const cs = [];
     for (const [i, n] of names.entries()) cs.push(await client(port, n, i + 1));
     await new Promise((r) => setTimeout(r, 200)); // chatD has seen shard 0 at incarnation 500

@@ -50,6 +50,7 @@ describe('chatd - session reaper', function () {
     const chatd = endpoint(chatdMtype(0), 900);
     chatd.start(() => {});
     const shards = new ShardClient(chatd, 1, 200, 2400);
+    shards.setMembership([[0, 500]], { epoch: 1, members: [[0, 0]], settled: true }); // the collector's view
     const reaper = new SessionReaper(chatd, shards, log, 30); // no collector runs: SESSION_END times out
     closers.push(async () => (reaper as unknown as { stop?: () => void }).stop?.());
     Object.assign(reaper, { retry: { minMs: 5, maxMs: 20, collectorEvery: 4, warnAfter: 5 } }); // a fast clock for the test

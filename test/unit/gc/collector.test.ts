@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { EMPTY, decodePayload, encodePayload, type MembershipPayload } from '../../../src/cluster/messages';
 import { MTYPE_GC, MTYPE_LEGACY_REPLY, encodeEnvelope, shardMtype, toolMtype } from '../../../src/ipc';
-import { shardFor } from '../../../src/cluster/shard-for';
+import { OwnershipView } from '../../../src/cluster/ownership';
 import { waitFor } from '../../helpers/wait';
 import { legacyReplyBody, legacyRequestText } from '../../../src/chatd/legacy-gateway';
 import { linesWith, makeRig, type Peer, type Rig } from './gc-rig';
@@ -10,9 +10,10 @@ import { linesWith, makeRig, type Peer, type Rig } from './gc-rig';
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const HYGIENE = 'queue hygiene: drained messages nobody reads';
 
-/** A name that routes to `shard` of `shards`. */
+/** A name that `shard` owns at the collector's first epoch (members 0..shards-1, docs/resharding.md). */
 function nameOn(shard: number, shards: number): string {
-  for (let i = 0; ; i++) if (shardFor(`Hero${i}`, shards) === shard) return `Hero${i}`;
+  const v = new OwnershipView(1, Array.from({ length: shards }, (_, i) => i));
+  for (let i = 0; ; i++) if (v.ownerOfKey(`hero${i}`) === shard) return `Hero${i}`;
 }
 
 describe('gc collector', function () {
