@@ -71,12 +71,16 @@ describe('resharding (e2e): pm2 scale channeld 2 -> 6 -> 3 under a checked load'
     return e ? { epoch: e.epoch, members: e.members, settled: e.settled } : undefined;
   }
 
-  /** Polls until the collector has a settled epoch above `above`; its view and the ms waited. */
-  async function settledAbove(above: number, timeoutMs: number): Promise<GcView & { ms: number }> {
+  /**
+   * Polls until the collector has a settled epoch above `above` (with `members` members, when
+   * given: PM2 may start or delete the processes of one `pm2 scale` slowly enough for the
+   * collector to take them in more than one epoch); its view and the ms waited.
+   */
+  async function settledAbove(above: number, timeoutMs: number, members?: number): Promise<GcView & { ms: number }> {
     const t0 = Date.now();
     for (;;) {
       const v = await gcView();
-      if (v && v.epoch > above && v.settled) return { ...v, ms: Date.now() - t0 };
+      if (v && v.epoch > above && v.settled && (members === undefined || v.members.length === members)) return { ...v, ms: Date.now() - t0 };
       if (Date.now() - t0 > timeoutMs) throw new Error(`no settled epoch above ${above} after ${timeoutMs} ms (last: ${JSON.stringify(v)})\n${cluster().logs(15)}`);
       await sleep(50);
     }
@@ -167,7 +171,7 @@ describe('resharding (e2e): pm2 scale channeld 2 -> 6 -> 3 under a checked load'
       const t0 = Date.now();
       const r = await c.pm2(['scale', 'channeld', String(target)], 60_000);
       expect(r.code, r.stderr).to.equal(0);
-      const settled = await settledAbove(view.epoch, 60_000);
+      const settled = await settledAbove(view.epoch, 60_000, target);
       const ms = Date.now() - t0;
       const next = view.next(settled.epoch, settled.members);
       const moved = names.filter((n) => view.ownerOfKey(normalizeName(n)) !== next.ownerOfKey(normalizeName(n))).length;
