@@ -97,7 +97,7 @@ export const texts = {
     loginFailed: (sentence: string) => `chat client: login failed: ${sentence}`,
     help: [
       '* commands (Korean or English words):',
-      '*   TEXT                     say TEXT in your channel ( /TEXT with a leading space is said too)',
+      '*   TEXT                     say TEXT in your channel (start it with a space to say a line beginning with /)',
       '*   /find NAME   /찾기 NAME   which channel is NAME on?',
       '*   /w NAME TEXT /whisper NAME TEXT /귓속말 NAME TEXT   whisper to NAME',
       '*   /channel N   /채널 N      move to channel N',
@@ -128,7 +128,7 @@ export const texts = {
     loginFailed: (sentence: string) => `chat client: 로그인 실패: ${sentence}`,
     help: [
       '* 명령어 (한국어나 영어):',
-      '*   글               지금 채널에 말하기 (앞에 공백을 넣은 " /글"도 그대로 말합니다)',
+      '*   글               지금 채널에 말하기 (/로 시작하는 글은 앞에 공백을 넣어 말합니다)',
       '*   /찾기 이름       /find NAME    이름이 몇 채널에 있는지 찾기',
       '*   /귓속말 이름 글  /w NAME TEXT  귓속말 보내기',
       '*   /채널 번호       /channel N    채널 이동',

@@ -64,7 +64,11 @@ function main(): void {
   process.on('SIGTERM', interrupt);
 
   void session.run().then((code) => {
-    if (tty) process.stdout.write('\n');
+    if (tty) {
+      // The prompt redrawn after the last line goes.
+      cursorTo(process.stdout, 0);
+      clearLine(process.stdout, 0);
+    }
     rl.close();
     process.exit(code);
   });
