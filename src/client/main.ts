@@ -31,8 +31,19 @@ function main(): void {
     removeHistoryDuplicates: true,
   });
 
-  const io: ClientIo = tty ? terminalIo(rl) : { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) };
+  // A reader that went away (`npm run client ... | head -3`) ends the session: log out, no EPIPE trace.
+  let outputGone = false;
+  const io: ClientIo = tty
+    ? terminalIo(rl)
+    : {
+        out: (l) => void (outputGone || process.stdout.write(`${l}\n`)),
+        err: (l) => void process.stderr.write(`${l}\n`),
+      };
   const session = new ChatSession(options, { ...io, promptChanged: (p) => tty && (rl.setPrompt(p), rl.prompt(true)) });
+  process.stdout.on('error', () => {
+    outputGone = true;
+    session.quit();
+  });
   if (tty) {
     rl.setPrompt(session.prompt);
     rl.prompt();
