@@ -1,7 +1,12 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { freePort } from '../helpers/host';
 import { ClientProcess, killAllClients } from '../helpers/client-process';
-import { useCluster } from '../helpers/cluster';
+import { PROJECT_ROOT, useCluster } from '../helpers/cluster';
+import { waitFor } from '../helpers/wait';
 
 /**
  * `npm run client` (src/client) driven through its stdin and stdout against a real cluster:
@@ -152,6 +157,43 @@ describe('client - a person at the terminal (e2e)', function () {
     expect(burst.out).to.include('* Listener is on channel 9.');
     const one = await listener.waitLine('[channel 9] Burst: one');
     await listener.waitLine('[channel 9] Burst: two', 10_000, one.index + 1);
+  });
+
+  it('client - on a terminal (a pty from script(1)): prompt with the channel, typed line replaced by its formatted echo, Up recalls history, --history saved', async function () {
+    if (!existsSync('/usr/bin/script')) this.skip(); // util-linux; present on Debian
+    const dir = mkdtempSync(join(tmpdir(), 'chatd-client-tty-'));
+    const history = join(dir, 'history');
+    const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
+    const argv = [process.execPath, join(PROJECT_ROOT, 'dist', 'src', 'client', 'main.js'), '--name', 'Tty', '--channel', '3', '--port', String(cluster().port), '--lang', 'en', '--history', history];
+    const child = spawn('script', ['-qfec', argv.map(quote).join(' '), '/dev/null'], { cwd: PROJECT_ROOT, env: { ...process.env, TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let raw = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (raw += d));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // eslint-disable-next-line no-control-regex
+    const screen = (): string => raw.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
+    const count = (text: string): number => screen().split(text).length - 1;
+    const until = (what: string, n = 1): Promise<void> => waitFor(() => count(what) >= n, 15_000, 20, `${JSON.stringify(what)} x${n} on the terminal:\n${screen()}`);
+    try {
+      await until('* logged in as Tty on channel 3');
+      expect(screen()).to.include('[channel 3] Tty> ');
+      child.stdin.write('hello tty\r');
+      await until('[channel 3] Tty: hello tty');
+      // The typed line is erased (cursor up, erase line) before its formatted echo comes back.
+      expect(raw).to.match(/hello tty\r\r\n\x1b\[1A\x1b\[2K/);
+      child.stdin.write('/find Tty\r');
+      await until('* Tty is on channel 3.');
+      child.stdin.write('\x1b[A\r'); // Up, Enter: the same /find again, from the history
+      await until('* Tty is on channel 3.', 2);
+      child.stdin.write('/channel 4\r');
+      await until('[channel 4] Tty> ');
+      child.stdin.write('/quit\r');
+      await until('* bye');
+      expect(await exited).to.equal(0);
+      expect(readFileSync(history, 'utf8').split('\n').filter((l) => l !== '')).to.deep.equal(['hello tty', '/find Tty', '/channel 4', '/quit']);
+    } finally {
+      if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('client - chatD restarted by PM2: the client says so, reconnects and logs in again in its channel', async () => {
