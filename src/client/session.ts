@@ -80,7 +80,7 @@ export class ChatSession {
   ) {
     this.t = texts[options.lang];
     this.channel = options.channel;
-    this.addr = `${options.host}:${options.port}`;
+    this.addr = options.host.includes(':') ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
   }
 
   get prompt(): string {
@@ -298,13 +298,12 @@ export class ChatSession {
   private sleep(ms: number): Promise<void> {
     if (this.quitRequested) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
-        self.wakeSleeper = undefined;
+        this.wakeSleeper = undefined;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
       this.wakeSleeper = done;
     });
   }

@@ -225,8 +225,12 @@ describe('client - a person at the terminal (e2e)', function () {
     const pid = await c.signal('chatd', 0, 'SIGKILL');
     await c.waitRestarted('chatd', 0, pid);
     const lost = await a.waitLine(/lost; reconnecting in/, 20_000);
+    // A line typed while away is kept and sent after the new login.
+    const bLost = await b.waitLine(/lost; reconnecting in/, 20_000);
+    b.type('typed while away');
     await a.waitLine('* reconnected as Lazarus on channel 13', 30_000, lost.index);
-    await b.waitLine('* reconnected as Witness on channel 12', 30_000);
+    const back = await b.waitLine('* reconnected as Witness on channel 12', 30_000, bLost.index);
+    await b.waitLine('[channel 12] Witness: typed while away', 10_000, back.index);
     b.type('/find Lazarus');
     await b.waitLine('* Lazarus is on channel 13.', 10_000);
     a.type('/quit');
