@@ -14,6 +14,7 @@ export type Outcome = { kind: 'reply'; reply: ServerFrame } | { kind: 'closed' }
 const MAX_SERVER_FRAME = 1 << 20;
 
 interface Pending {
+  op: string;
   resolve: (o: Outcome) => void;
   timer: NodeJS.Timeout;
 }
@@ -23,7 +24,7 @@ interface Pending {
  * src/protocol). Requests get ids from 1 up and resolve with their reply; a request left
  * unanswered resolves `closed` when the connection ends, or `timeout` after `replyTimeoutMs`.
  * Events: `push` (frames without an id), `close` (once, with the socket error if any and the
- * number of requests it left unanswered).
+ * number of requests other than `ping` it left unanswered).
  */
 export class ServerConnection extends EventEmitter {
   private readonly decoder = new FrameDecoder(MAX_SERVER_FRAME);
@@ -81,7 +82,7 @@ export class ServerConnection extends EventEmitter {
         this.pending.delete(id);
         resolve({ kind: 'timeout' });
       }, this.replyTimeoutMs);
-      this.pending.set(id, { resolve, timer });
+      this.pending.set(id, { op, resolve, timer });
       this.socket.write(encodeFrame({ op, id, ...fields }));
     });
   }
@@ -126,7 +127,7 @@ export class ServerConnection extends EventEmitter {
   private finish(err: Error | undefined): void {
     if (this.closedFlag) return;
     this.closedFlag = true;
-    const unanswered = this.pending.size;
+    const unanswered = [...this.pending.values()].filter((p) => p.op !== 'ping').length;
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.resolve({ kind: 'closed' });
