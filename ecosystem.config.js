@@ -57,6 +57,15 @@ module.exports = {
       instances: config.shards,
       instance_var: 'NODE_APP_INSTANCE',
     },
-    { ...common, name: 'chatd', script: path.join(__dirname, 'dist/src/chatd/main.js'), instances: 1 },
+    {
+      ...common,
+      name: 'chatd',
+      script: path.join(__dirname, 'dist/src/chatd/main.js'),
+      instances: 1,
+      // A stopping chatD answers what it has read, closes every connection, then waits for the
+      // removals (ChatdServer.stopBudgetMs: 2 x CHATD_REQUEST_TIMEOUT_MS + 5 s, and 1 s of
+      // margin in main.ts): PM2 must not SIGKILL it before (docs/operations.md, "Reload").
+      kill_timeout: config.requestTimeoutMs * 2 + 7000,
+    },
   ],
 };

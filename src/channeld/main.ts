@@ -43,8 +43,9 @@ function main(): void {
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   heartbeat.start();
   onShutdown(log, async () => {
+    // Graceful stop (reload): refuse with the leaving mark until chatDs stop asking, then go.
+    await server.leave();
     heartbeat?.stop();
-    server.stop();
     await ce.close();
   });
   void server.whenLive().then(() => ready(log, { mtype, incarnation: ce.incarnation, entries: server.directory.size }));

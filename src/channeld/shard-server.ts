@@ -5,7 +5,7 @@ import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC, isChatdMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
-import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
+import { MAX_FIND_REPLY_BYTES, leavingMark, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
 import { R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
 
@@ -74,7 +74,10 @@ const MAX_TOMBSTONES = 65_536;
  */
 export class ShardServer {
   readonly directory: Directory;
-  state: 'recovering' | 'live' = 'recovering';
+  /** `leaving`: stopping (leave()); lookups, logins and moves get UNAVAILABLE with the leaving mark. */
+  state: 'recovering' | 'live' | 'leaving' = 'recovering';
+  /** Date.now() of the last record handled by this thread (leave() waits for a quiet spell). */
+  private lastRecordAt = 0;
   /** chatDs ("mtype:incarnation") of the collector's latest HELLO answer; undefined until one came. */
   private expected: Set<string> | undefined;
   /** chatDs whose SYNC ... last arrived. */
@@ -84,7 +87,7 @@ export class ShardServer {
   private recoveryTimer: NodeJS.Timeout | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
   private startedAt = 0;
-  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0 };
+  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0, leavingRefused: 0 };
   /**
    * chatD mtype -> its live incarnation, in the collector's word (HELLO answer, heartbeat
    * membership). Only these may change the directory (docs/reliability.md "Who may change the
@@ -282,9 +285,34 @@ export class ShardServer {
     }
   }
 
+  /**
+   * The first step of a graceful stop (docs/operations.md, "Reload"): from now on FIND, LOGIN
+   * and MOVE get UNAVAILABLE with the leaving mark (cluster/records.ts), so each chatD that
+   * asks treats this shard as down until the collector reports its successor, instead of
+   * sending requests that would wait in a mailbox nobody reads (TIMEOUT). REMOVE, PURGE and
+   * SYNC are still applied. Resolves once no record arrived for `quietMs` (chatDs have
+   * stopped asking), or after `maxMs`; then the caller stops receiving and exits.
+   */
+  async leave(quietMs = 250, maxMs = 2000): Promise<void> {
+    this.stop();
+    this.state = 'leaving';
+    this.leavingReply = leavingMark(this.endpoint.incarnation);
+    this.options.replica?.setLive(false); // FINDs go to this thread, which answers them UNAVAILABLE
+    const started = Date.now();
+    this.lastRecordAt = Math.max(this.lastRecordAt, started);
+    for (;;) {
+      const now = Date.now();
+      if (now - this.lastRecordAt >= quietMs || now - started >= maxMs) break;
+      await new Promise((r) => setTimeout(r, Math.min(50, quietMs)));
+    }
+    this.log.info({ leavingRefused: this.counters.leavingRefused, ms: Date.now() - started }, 'left: no more requests; stopping');
+  }
+  private leavingReply: Buffer = EMPTY;
+
   private onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
     if (!reply) return; // every shard record is a request; one-way ones have no business here
     this.counters.requests++;
+    if (this.state === 'leaving') this.lastRecordAt = Date.now();
     this.run(rec, reply);
   }
 
@@ -345,7 +373,10 @@ export class ShardServer {
   private unavailable(reply: ReplyFn): boolean {
     if (this.state === 'live') return false;
     this.counters.unavailable++;
-    reply(Status.UNAVAILABLE, EMPTY);
+    if (this.state === 'leaving') {
+      this.counters.leavingRefused++;
+      reply(Status.UNAVAILABLE, this.leavingReply);
+    } else reply(Status.UNAVAILABLE, EMPTY);
     return true;
   }
 

@@ -317,6 +317,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       ending: this.reaper.ending.size,
       counters: { ...this.counters },
       reaper: { ...this.reaper.counters },
+      shards: { ...this.shards.counters },
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
       strangerReplies: this.shards.strangerReplies,

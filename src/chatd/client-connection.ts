@@ -214,8 +214,8 @@ export class ClientConnection {
   }
 
   /**
-   * For protocol errors: stops reading at once, lets every request already read get its
-   * reply (at most replyGraceMs), then sends the error push and closes.
+   * For protocol errors and chatD's shutdown: stops reading at once, lets every request
+   * already read get its reply (at most replyGraceMs), then sends the error push and closes.
    */
   failAfterReplies(code: ClientErrorCode, message: string): void {
     if (this.closed || this.closing || this.pendingFail) return;

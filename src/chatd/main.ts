@@ -15,10 +15,14 @@ async function main(): Promise<void> {
   const mtype = chatdMtype(index);
   const ce = openClusterEndpoint(config, log, mtype);
   const server = new ChatdServer(config, ce.transport, ce.endpoint, log, index);
-  onShutdown(log, async () => {
-    await server.stop();
-    await ce.transport.close();
-  });
+  onShutdown(
+    log,
+    async () => {
+      await server.stop();
+      await ce.transport.close();
+    },
+    server.stopBudgetMs + 1000,
+  );
   const address = await server.start();
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   exitWhenReceiverEnds(server.legacy.receiver, log);

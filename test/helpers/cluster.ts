@@ -118,9 +118,12 @@ export class Cluster {
     if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
 
-  /** Runs the project's pm2 with this cluster's PM2_HOME and environment. */
-  pm2(args: string[], timeoutMs = 20_000): Promise<RunResult> {
-    return runCommand(PM2_BIN, args, { cwd: PROJECT_ROOT, env: this.processEnv(), timeoutMs });
+  /**
+   * Runs the project's pm2 with this cluster's PM2_HOME and environment; `extraEnv` adds to it
+   * for this command only (e.g. PM2_CONCURRENT_ACTIONS, as `npm run reload` sets it).
+   */
+  pm2(args: string[], timeoutMs = 20_000, extraEnv: Record<string, string> = {}): Promise<RunResult> {
+    return runCommand(PM2_BIN, args, { cwd: PROJECT_ROOT, env: { ...this.processEnv(), ...extraEnv }, timeoutMs });
   }
 
   /** `pm2 jlist`, parsed. */
