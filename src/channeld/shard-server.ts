@@ -78,6 +78,8 @@ export class ShardServer {
   state: 'recovering' | 'live' | 'leaving' = 'recovering';
   /** Date.now() of the last record handled by this thread (leave() waits for a quiet spell). */
   private lastRecordAt = 0;
+  /** chatDs that sent this shard requests (mtype → latest incarnation): leave() tells those vouched for. */
+  private readonly chatds = new Map<number, number>();
   /** chatDs ("mtype:incarnation") of the collector's latest HELLO answer; undefined until one came. */
   private expected: Set<string> | undefined;
   /** chatDs whose SYNC ... last arrived. */
@@ -286,9 +288,10 @@ export class ShardServer {
   }
 
   /**
-   * The first step of a graceful stop (docs/operations.md, "Reload"): from now on FIND, LOGIN
-   * and MOVE get UNAVAILABLE with the leaving mark (cluster/records.ts), so each chatD that
-   * asks treats this shard as down until the collector reports its successor, instead of
+   * The first step of a graceful stop (docs/operations.md, "Reload"): every chatD that sent
+   * this shard a request (or that the collector named) gets a one-way LEAVING, and from now on
+   * FIND, LOGIN and MOVE get UNAVAILABLE with the leaving mark (cluster/records.ts). Either
+   * way chatD treats this shard as down until the collector reports its successor, instead of
    * sending requests that would wait in a mailbox nobody reads (TIMEOUT). REMOVE, PURGE and
    * SYNC are still applied. Resolves once no record arrived for `quietMs` (chatDs have
    * stopped asking), or after `maxMs`; then the caller stops receiving and exits.
@@ -298,6 +301,22 @@ export class ShardServer {
     this.state = 'leaving';
     this.leavingReply = leavingMark(this.endpoint.incarnation);
     this.options.replica?.setLive(false); // FINDs go to this thread, which answers them UNAVAILABLE
+    // Told: the chatDs the collector names live, those of its HELLO answer, and those that sent
+    // requests and are vouched for (a forged sender is not written to).
+    const told = new Map(this.liveChatds);
+    for (const c of this.expected ?? []) {
+      const [mtype, inc] = c.split(':').map(Number) as [number, number];
+      if (!told.has(mtype)) told.set(mtype, inc);
+    }
+    for (const [mtype, inc] of this.chatds) if (!told.has(mtype) && this.vouched(mtype, inc)) told.set(mtype, inc);
+    const notice = encodePayload('leaving', { shard: this.options.shard, shardInc: this.endpoint.incarnation });
+    for (const [mtype, inc] of told) {
+      try {
+        this.endpoint.post(mtype, { kind: Kind.LEAVING, payload: notice }, inc, () => {});
+      } catch {
+        /* the endpoint is closed: nobody to tell */
+      }
+    }
     const started = Date.now();
     this.lastRecordAt = Math.max(this.lastRecordAt, started);
     for (;;) {
@@ -312,6 +331,9 @@ export class ShardServer {
   private onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
     if (!reply) return; // every shard record is a request; one-way ones have no business here
     this.counters.requests++;
+    if (isChatdMtype(rec.from) && this.chatds.get(rec.from) !== rec.fromIncarnation) {
+      this.chatds.set(rec.from, rec.fromIncarnation);
+    }
     if (this.state === 'leaving') this.lastRecordAt = Date.now();
     this.run(rec, reply);
   }

@@ -5,6 +5,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
+import { shardMtype } from '../ipc/mtypes';
 import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
@@ -302,6 +303,15 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     if (rec.kind === Kind.RESYNC) {
       const p = decodePayload('resync', rec.payload);
       if (p) void this.resync(p.shard);
+      return;
+    }
+    if (rec.kind === Kind.LEAVING) {
+      // A shard stopping (reload): down until the collector reports its successor. Only the
+      // shard itself may say so, about its own incarnation.
+      const p = decodePayload('leaving', rec.payload);
+      if (p && p.shard < this.shards.shards && rec.from === shardMtype(p.shard) && rec.fromIncarnation === p.shardInc) {
+        this.shards.noteLeaving(p.shard, p.shardInc);
+      }
       return;
     }
     if (rec.kind === Kind.STATUS && reply) {

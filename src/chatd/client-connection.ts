@@ -255,7 +255,13 @@ export class ClientConnection {
     const t = setTimeout(() => this.socket.destroy(), 2000);
     t.unref();
     this.socket.once('close', () => clearTimeout(t));
-    this.stopReading();
+    // What the peer still sends is read and discarded, never served: so its FIN is seen and
+    // the socket closes at once, and no unread input turns the close into a reset (which
+    // could make the peer lose the error push still in its receive buffer).
+    this.disarmFrameDeadline();
+    this.socket.removeAllListeners('data');
+    this.socket.on('data', () => {});
+    this.socket.resume();
   }
 
   private stopReading(): void {

@@ -50,6 +50,8 @@ export class ShardClient {
 
   /** A shard said it is stopping (an UNAVAILABLE reply with the leaving mark). */
   noteLeaving(shard: number, incarnation: number): void {
+    const named = this.live?.get(shard);
+    if (named !== undefined && named !== incarnation) return; // not the incarnation the collector names
     const known = this.leaving.get(shard);
     if (known?.incarnation === incarnation) return;
     this.leaving.set(shard, { incarnation, at: Date.now() });

@@ -12,6 +12,8 @@ export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: nu
 export interface HelloPayload { shard: number }
 export interface HelloReplyPayload { chatds: [number, number][] }
 export interface ResyncPayload { shard: number; shardInc: number }
+/** LEAVING: the stopping shard and its incarnation (the same shape as RESYNC). */
+export type LeavingPayload = ResyncPayload;
 export interface SessionEndPayload { name: string; session: number }
 export interface WhisperPayload { to: string; from: string; text: string }
 /**
@@ -33,6 +35,7 @@ export interface PayloadTypes {
   hello: HelloPayload;
   helloReply: HelloReplyPayload;
   resync: ResyncPayload;
+  leaving: LeavingPayload;
   sessionEnd: SessionEndPayload;
   whisper: WhisperPayload;
   membership: MembershipPayload;

@@ -546,6 +546,7 @@ export const PAYLOAD_CHECKS: Record<PayloadName, Check> = {
   hello: shape({ shard }),
   helloReply: shape({ chatds: arrayOf(1000, tuple(mtype, u32)) }),
   resync: shape({ shard, shardInc: u32 }),
+  leaving: shape({ shard, shardInc: u32 }),
   sessionEnd: shape({ name, session: u32 }),
   whisper: shape({ to: name, from: name, text: (v) => typeof v === 'string' && codePoints(v) >= 1 && codePoints(v) <= 500 }),
   membership: shape({ shards: arrayOf(900, tuple(shard, u32)) }),
@@ -564,7 +565,7 @@ const payloadValueArb: fc.Arbitrary<unknown> = fc.oneof(
       const keys: Record<PayloadName, string[]> = {
         login: ['name', 'session', 'channel'], move: ['name', 'session', 'channel'], remove: ['name', 'session', 'owner', 'ownerInc'],
         purge: ['owner', 'ownerInc', 'keep'], count: ['count', 'conflicts'], sync: ['entries', 'last'],
-        heartbeat: ['role', 'index', 'pid'], hello: ['shard'], helloReply: ['chatds'], resync: ['shard', 'shardInc'], sessionEnd: ['name', 'session'],
+        heartbeat: ['role', 'index', 'pid'], hello: ['shard'], helloReply: ['chatds'], resync: ['shard', 'shardInc'], leaving: ['shard', 'shardInc'], sessionEnd: ['name', 'session'],
         whisper: ['to', 'from', 'text'], membership: ['shards'], empty: [], status: ['x'],
       };
       const value: fc.Arbitrary<unknown> = fc.oneof(
