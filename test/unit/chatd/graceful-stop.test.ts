@@ -68,6 +68,16 @@ describe('reload - chatD holds a leaving shard down until its successor', () => 
     expect(client.isUp(1), 'and stays up').to.equal(true);
   });
 
+  it('a notice about an incarnation other than the one the collector names is ignored (forged or stale)', () => {
+    const client = new ShardClient(endpoint, SHARDS, 1000, 10_000);
+    client.setMembership([[0, 70], [1, 71]]);
+    client.noteLeaving(1, 99);
+    expect(client.isUp(1)).to.equal(true);
+    expect(client.counters.leavingMarks).to.equal(0);
+    client.noteLeaving(1, 71);
+    expect(client.isUp(1)).to.equal(false);
+  });
+
   it('a plain UNAVAILABLE (a recovering shard) marks nothing', () => {
     const client = new ShardClient(endpoint, SHARDS, 1000, 10_000);
     expect(() => client.findOutcome(Status.UNAVAILABLE, Buffer.alloc(0), 0, 0, nameOn(0, 'x').toLowerCase())).to.throw(ClientError);
