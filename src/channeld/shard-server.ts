@@ -4,7 +4,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
+import { RateMeter, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
 import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
@@ -205,6 +205,8 @@ export class ShardServer {
   }
   private inlineTotal = 0;
   private inlineLast = 0;
+  private readonly requestRate = new RateMeter(() => this.counters.requests + this.inlineTotal);
+  private readonly findRate = new RateMeter(() => this.counters.finds + this.inlineTotal);
 
   /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
   metrics(): ProcessMetrics {
@@ -213,6 +215,7 @@ export class ShardServer {
     return {
       counters: { requests: c.requests + inline, finds: c.finds + inline, inlineFinds: inline, logins: c.logins, logouts: c.logouts, badRequests: c.badRequests, unavailable: c.unavailable },
       gauges: { entries: this.directory.size, live: this.state === 'live' ? 1 : 0 },
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
     };
   }
 
@@ -338,3 +341,5 @@ export class ShardServer {
     }
   }
 }
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;

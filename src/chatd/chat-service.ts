@@ -5,7 +5,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
-import { LatencySampler, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
+import { LatencySampler, RateMeter, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
@@ -58,6 +58,8 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   readonly counters = { requests: 0, finds: 0, timeouts: 0, rateLimited: 0, errors: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
   /** Client request latency, request handled to reply written, over the last 10 s (sampled above 1,024 req/s). */
   readonly latency = new LatencySampler();
+  private readonly requestRate = new RateMeter(() => this.counters.requests);
+  private readonly findRate = new RateMeter(() => this.counters.finds);
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -360,6 +362,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       gauges: { sessions: this.sessions.size, connections: front.connections, inFlight: front.inFlight, ending: this.reaper.ending.size },
       latency: this.latency.histogram.summary(monotonicMs()),
       sessionsPerChannel: this.sessions.perChannel(),
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
     };
   }
 
@@ -439,3 +442,4 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 }
 
+const round1 = (x: number): number => Math.round(x * 10) / 10;
