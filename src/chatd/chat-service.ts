@@ -5,6 +5,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
+import { LatencySampler, RateMeter, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
@@ -28,12 +29,17 @@ class FindCall {
     readonly name: string,
     /** The chat form's language; undefined for op `find`. */
     readonly lang: Lang | undefined,
+    /** When the request started (LatencySampler.start(): -1 when not timed), and the sampler's stride then. */
+    readonly t0: number,
+    readonly stride: number,
   ) {}
 }
 
 export interface ChatServiceOptions {
   channels: number;
   requestTimeoutMs: number;
+  /** The front end's figures for status() (ChatdServer's connections); absent: zeros. */
+  front?: () => { connections: number; inFlight: number };
 }
 
 type Fields = Record<string, unknown>;
@@ -45,7 +51,15 @@ type Fields = Record<string, unknown>;
  */
 export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   private nextSessionId = 1;
-  readonly counters = { requests: 0, rateLimited: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+  /**
+   * Plain increments on the request path (docs/operations.md, "Metrics"). `errors`: requests
+   * answered ok:false, whatever the code (bad requests, rate limited and timeouts included).
+   */
+  readonly counters = { requests: 0, finds: 0, timeouts: 0, rateLimited: 0, errors: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+  /** Client request latency, request handled to reply written, over the last 10 s (sampled above 1,024 req/s). */
+  readonly latency = new LatencySampler();
+  private readonly requestRate = new RateMeter(() => this.counters.requests);
+  private readonly findRate = new RateMeter(() => this.counters.finds);
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -62,22 +76,26 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     const v = this.validate(frame);
     if (!v.ok) {
       this.counters.badRequests++;
+      this.counters.errors++;
       conn.reply(errorReply(v.op, v.id, ClientErrorCode.BAD_REQUEST, v.message));
       return;
     }
     const req = v.request;
     if (!conn.takeToken()) {
       this.counters.rateLimited++;
+      this.counters.errors++;
       conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests; slow down'));
       return;
     }
     conn.requestStarted();
+    const t0 = this.latency.start();
+    const stride = this.latency.stride;
     // The hot path, `find` in both forms: no Promise, the reply written as a JSON string.
-    if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined);
+    if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined, t0, stride);
     let cmd: SlashCommand | undefined;
     if (req.op === 'chat' && conn.session && req.text.startsWith('/')) {
       cmd = parseSlashCommand(req.text);
-      if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang);
+      if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang, t0, stride);
     }
     let result: Fields | Promise<Fields>;
     try {
@@ -88,28 +106,40 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     if (!(result instanceof Promise)) {
       conn.reply(okReply(req.op, req.id, result));
       conn.requestDone();
+      this.latency.end(t0, stride);
       return;
     }
     result.then(
       (fields) => {
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
+        this.latency.end(t0, stride);
       },
       (err: unknown) => {
-        const code = toClientCode(err);
-        if (code === ClientErrorCode.INTERNAL) {
-          this.counters.internalErrors++;
-          this.log.error({ err, op: req.op }, 'request failed');
-        }
+        const code = this.countError(err, req.op);
         const message = err instanceof ClientError ? err.message : 'internal error';
         conn.reply(errorReply(req.op, req.id, code, message));
         conn.requestDone();
+        this.latency.end(t0, stride);
       },
     );
   }
 
-  private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined): void {
-    const call = new FindCall(conn, id, name, lang);
+  /** Counts a failed request (off the hot path); its client code. */
+  private countError(err: unknown, op: string): ClientErrorCode {
+    const code = toClientCode(err);
+    this.counters.errors++;
+    if (code === ClientErrorCode.TIMEOUT) this.counters.timeouts++;
+    else if (code === ClientErrorCode.INTERNAL) {
+      this.counters.internalErrors++;
+      this.log.error({ err, op }, 'request failed');
+    }
+    return code;
+  }
+
+  private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined, t0: number, stride: number): void {
+    this.counters.finds++;
+    const call = new FindCall(conn, id, name, lang, t0, stride);
     try {
       this.shards.sendFind(name, this, call);
     } catch (err) {
@@ -137,6 +167,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       conn.replyJson(`{"op":"chat","id":${call.id},"ok":true,"command":"find","result":${result},"text":${JSON.stringify(text)}}`);
     }
     conn.requestDone();
+    this.latency.end(call.t0, call.stride);
   }
 
   /** A find that got no answer (ReplySink). */
@@ -145,14 +176,11 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   private failFind(call: FindCall, err: unknown): void {
-    const code = toClientCode(err);
-    if (code === ClientErrorCode.INTERNAL) {
-      this.counters.internalErrors++;
-      this.log.error({ err, op: 'find' }, 'request failed');
-    }
+    const code = this.countError(err, 'find');
     const message = err instanceof ClientError ? err.message : 'internal error';
     call.conn.reply(errorReply(call.lang === undefined ? 'find' : 'chat', call.id, code, message));
     call.conn.requestDone();
+    this.latency.end(call.t0, call.stride);
   }
 
   /** `cmd`: the chat text's slash command, when onFrame has parsed it already. */
@@ -313,6 +341,8 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   status(): Record<string, unknown> {
     return {
       role: 'chatd',
+      pid: process.pid,
+      uptimeS: uptimeS(),
       sessions: this.sessions.size,
       ending: this.reaper.ending.size,
       counters: { ...this.counters },
@@ -320,6 +350,20 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
       strangerReplies: this.shards.strangerReplies,
+      metrics: this.metrics(),
+    };
+  }
+
+  /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
+  metrics(): ProcessMetrics {
+    const c = this.counters;
+    const front = this.options.front?.() ?? { connections: 0, inFlight: 0 };
+    return {
+      counters: { requests: c.requests, finds: c.finds, timeouts: c.timeouts, rateLimited: c.rateLimited, errors: c.errors, internalErrors: c.internalErrors },
+      gauges: { sessions: this.sessions.size, connections: front.connections, inFlight: front.inFlight, ending: this.reaper.ending.size },
+      latency: this.latency.histogram.summary(monotonicMs()),
+      sessionsPerChannel: this.sessions.perChannel(),
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
     };
   }
 
@@ -399,3 +443,4 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 }
 
+const round1 = (x: number): number => Math.round(x * 10) / 10;
