@@ -39,9 +39,23 @@ export interface ChatServiceOptions {
 type Fields = Record<string, unknown>;
 
 /**
+ * Requests after which a connection's later requests wait until it is done: those that change
+ * the connection's character (docs/protocol.md, "Pipelining and order"). `cmd`: the chat
+ * text's slash command, when parsed.
+ */
+export function isBarrier(req: ClientRequest, cmd: SlashCommand | undefined): boolean {
+  return req.op === 'login' || req.op === 'move' || req.op === 'logout' || cmd?.kind === 'channel';
+}
+
+/**
  * The ops of PROTOCOL.md, for every connection of this chatD. Each request gets exactly one
  * reply: handlers return the success fields or throw a ClientError, and `onFrame` turns
  * either into the one reply.
+ *
+ * One connection's requests take effect in the order sent: while a login, move or logout
+ * (a barrier) of a connection is in flight, the requests read after it wait on the
+ * connection (`conn.waiting`) and run when it is done, as if it had completed first. Other
+ * requests run at once, concurrently (pipelined finds are not serialized).
  */
 export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   private nextSessionId = 1;
@@ -72,6 +86,12 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       return;
     }
     conn.requestStarted();
+    if (conn.barrier) return this.wait(conn, req);
+    this.start(conn, req);
+  }
+
+  /** Runs a request admitted by onFrame (validated, token taken, counted in flight). */
+  private start(conn: ClientConnection, req: ClientRequest): void {
     // The hot path, `find` in both forms: no Promise, the reply written as a JSON string.
     if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined);
     let cmd: SlashCommand | undefined;
@@ -80,8 +100,12 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang);
     }
     let result: Fields | Promise<Fields>;
+    // A barrier refused before it started (NOT_LOGGED_IN, a bad channel) changed nothing:
+    // what follows it need not wait.
+    let barrier = false;
     try {
       result = this.dispatch(conn, req, cmd);
+      barrier = result instanceof Promise && isBarrier(req, cmd);
     } catch (err) {
       result = Promise.reject(err);
     }
@@ -90,12 +114,16 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       conn.requestDone();
       return;
     }
+    if (barrier) conn.barrier = true;
     result.then(
       (fields) => {
+        if (barrier) conn.barrier = false;
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
+        if (barrier) this.release(conn);
       },
       (err: unknown) => {
+        if (barrier) conn.barrier = false;
         const code = toClientCode(err);
         if (code === ClientErrorCode.INTERNAL) {
           this.counters.internalErrors++;
@@ -104,8 +132,39 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
         const message = err instanceof ClientError ? err.message : 'internal error';
         conn.reply(errorReply(req.op, req.id, code, message));
         conn.requestDone();
+        if (barrier) this.release(conn);
       },
     );
+  }
+
+  /** A request read while a barrier of its connection is in flight: it waits its turn. */
+  private wait(conn: ClientConnection, req: ClientRequest): void {
+    const w = conn.waiting;
+    if (w !== undefined && w.length >= conn.maxWaiting) {
+      this.counters.rateLimited++;
+      conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests waiting behind a login, move or logout; slow down'));
+      conn.requestDone();
+      return;
+    }
+    if (w === undefined) conn.waiting = [req];
+    else w.push(req);
+  }
+
+  /**
+   * A barrier is done (its reply written): runs the requests that waited for it, in order,
+   * until one of them is a barrier again (the rest keep waiting for that one).
+   */
+  private release(conn: ClientConnection): void {
+    const w = conn.waiting;
+    if (w === undefined) return;
+    let i = 0;
+    while (i < w.length && !conn.barrier && !conn.ending) this.start(conn, w[i++]!);
+    if (conn.ending) {
+      // Closed or closing (logout done, an error push, shutdown): no reply can go out.
+      if (conn.waiting === w) w.splice(0, i);
+      conn.dropWaiting();
+    } else if (i === w.length) conn.waiting = undefined;
+    else w.splice(0, i);
   }
 
   private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined): void {
@@ -181,6 +240,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
 
   private async login(conn: ClientConnection, name: string, channel: number): Promise<Fields> {
     if (conn.session || conn.pendingLogin !== undefined) throw new ClientError(ClientErrorCode.ALREADY_LOGGED_IN, 'this connection has a character already');
+    if (conn.endAfterReply) throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the connection closes after its logout; log in on a new connection');
     const id = this.takeSessionId();
     conn.pendingLogin = id;
     try {
@@ -270,7 +330,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   private async logout(conn: ClientConnection, s: Session): Promise<Fields> {
-    conn.endAfterReply = true;
+    conn.endAfterReplies();
     conn.session = undefined;
     this.sessions.delete(s);
     // The client waits for its reply: past one collector round and one direct attempt, answer.
