@@ -100,41 +100,55 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang);
     }
     let result: Fields | Promise<Fields>;
-    // A barrier refused before it started (NOT_LOGGED_IN, a bad channel) changed nothing:
-    // what follows it need not wait.
-    let barrier = false;
     try {
       result = this.dispatch(conn, req, cmd);
-      barrier = result instanceof Promise && isBarrier(req, cmd);
     } catch (err) {
-      result = Promise.reject(err);
+      // Refused before it started (NOT_LOGGED_IN, a bad channel): answered now, in order;
+      // it changed nothing, so what follows need not wait.
+      this.replyError(conn, req, err);
+      return;
     }
     if (!(result instanceof Promise)) {
       conn.reply(okReply(req.op, req.id, result));
       conn.requestDone();
       return;
     }
-    if (barrier) conn.barrier = true;
+    if (!isBarrier(req, cmd)) {
+      result.then(
+        (fields) => {
+          conn.reply(okReply(req.op, req.id, fields));
+          conn.requestDone();
+        },
+        (err: unknown) => this.replyError(conn, req, err),
+      );
+      return;
+    }
+    conn.barrier = true;
     result.then(
       (fields) => {
-        if (barrier) conn.barrier = false;
+        conn.barrier = false;
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
-        if (barrier) this.release(conn);
+        this.release(conn);
       },
       (err: unknown) => {
-        if (barrier) conn.barrier = false;
-        const code = toClientCode(err);
-        if (code === ClientErrorCode.INTERNAL) {
-          this.counters.internalErrors++;
-          this.log.error({ err, op: req.op }, 'request failed');
-        }
-        const message = err instanceof ClientError ? err.message : 'internal error';
-        conn.reply(errorReply(req.op, req.id, code, message));
-        conn.requestDone();
-        if (barrier) this.release(conn);
+        conn.barrier = false;
+        this.replyError(conn, req, err);
+        this.release(conn);
       },
     );
+  }
+
+  /** The one reply of a request that failed. */
+  private replyError(conn: ClientConnection, req: ClientRequest, err: unknown): void {
+    const code = toClientCode(err);
+    if (code === ClientErrorCode.INTERNAL) {
+      this.counters.internalErrors++;
+      this.log.error({ err, op: req.op }, 'request failed');
+    }
+    const message = err instanceof ClientError ? err.message : 'internal error';
+    conn.reply(errorReply(req.op, req.id, code, message));
+    conn.requestDone();
   }
 
   /** A request read while a barrier of its connection is in flight: it waits its turn. */

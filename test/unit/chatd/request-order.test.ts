@@ -163,6 +163,21 @@ describe('chatd - one connection\'s requests take effect in the order sent', fun
     expectOnce(c, reqs.map((r) => r.id));
   });
 
+  it('a move or logout refused at once (not logged in) holds nothing back; replies in the order sent', async () => {
+    await start();
+    const c = await client();
+    await c.sendRaw(Buffer.concat([frame({ op: 'move', id: 1, channel: 2 }), frame({ op: 'ping', id: 2 }), frame({ op: 'chat', id: 3, text: '/channel 2' }), frame({ op: 'logout', id: 4 }), frame({ op: 'ping', id: 5 })]));
+    await Promise.all([1, 2, 3, 4, 5].map((id) => c.waitForFrame((f) => f.id === id, 5000)));
+    expect(c.frames.map((f) => [f.id, code(f) ?? 'ok'])).to.deep.equal([
+      [1, 'NOT_LOGGED_IN'],
+      [2, 'ok'],
+      [3, 'NOT_LOGGED_IN'],
+      [4, 'NOT_LOGGED_IN'],
+      [5, 'ok'],
+    ]);
+    expect(c.isClosed).to.equal(false);
+  });
+
   it('a login that times out: what waited behind it runs as not logged in, each answered once', async () => {
     const server = await start();
     const shards = server.shards as unknown as { login: (...a: unknown[]) => Promise<void> };
