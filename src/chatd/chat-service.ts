@@ -59,7 +59,8 @@ export function isBarrier(req: ClientRequest, cmd: SlashCommand | undefined): bo
  */
 export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   private nextSessionId = 1;
-  readonly counters = { requests: 0, rateLimited: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+  /** `waited`: requests that waited behind a login, move or logout of their connection. */
+  readonly counters = { requests: 0, rateLimited: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0, waited: 0 };
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -160,6 +161,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       conn.requestDone();
       return;
     }
+    this.counters.waited++;
     if (w === undefined) conn.waiting = [req];
     else w.push(req);
   }

@@ -100,6 +100,7 @@ describe('chatd - one connection\'s requests take effect in the order sent', fun
     const conn = connections(server).find((k) => k.waiting !== undefined)!;
     expect(conn.waiting!.map((r) => r.id)).to.deep.equal([2, 3, 4, 5, 6, 7, 8, 9]);
     expect(conn.inFlight, 'waiting requests count as in flight').to.equal(9);
+    expect(server.service.counters.waited).to.equal(8);
     held.gate.open();
     await Promise.race([c.closed, sleep(5000)]);
     expect(c.isClosed, 'closed after the logout').to.equal(true);
