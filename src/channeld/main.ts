@@ -5,6 +5,8 @@ import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-en
 import { Heartbeat } from '../runtime/heartbeat';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
+import { publishToPm2 } from '../runtime/pm2-metrics';
+import { channeldPm2 } from './pm2-figures';
 import { join } from 'node:path';
 import { ReplicaWriter, createReplicaMemory } from './directory-replica';
 import type { FindInlineData } from './find-inline';
@@ -40,9 +42,12 @@ function main(): void {
   });
   heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m));
   server.start();
+  // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
+  const pm2 = publishToPm2(channeldPm2(server), log);
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   heartbeat.start();
   onShutdown(log, async () => {
+    pm2.stop();
     // Graceful stop (reload): refuse with the leaving mark until chatDs stop asking, then go.
     await server.leave();
     heartbeat?.stop();

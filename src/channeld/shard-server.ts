@@ -4,6 +4,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC, isChatdMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
+import { RateMeter, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
 import { MAX_FIND_REPLY_BYTES, leavingMark, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
@@ -89,7 +90,12 @@ export class ShardServer {
   private recoveryTimer: NodeJS.Timeout | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
   private startedAt = 0;
-  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0, leavingRefused: 0 };
+  /**
+   * Records of this thread (the receiver thread's inline FINDs are counted in the replica's
+   * control block: metrics() adds them). logins: LOGINs recorded; logouts: entries REMOVEd.
+   * parked / unvouched / refusedPurges: see admit() and purgeAllowed(). leavingRefused: see leave().
+   */
+  readonly counters = { requests: 0, finds: 0, logins: 0, logouts: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0, leavingRefused: 0 };
   /**
    * chatD mtype -> its live incarnation, in the collector's word (HELLO answer, heartbeat
    * membership). Only these may change the directory (docs/reliability.md "Who may change the
@@ -186,6 +192,71 @@ export class ShardServer {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.log.info({ entries: this.directory.size, chatds: this.synced.size, recoveringMs: Date.now() - this.startedAt }, 'shard live');
     for (const w of this.liveWaiters.splice(0)) w();
+  }
+
+  /** The shard's STATUS reply (also `pm2 trigger channeld status`). */
+  status(): Record<string, unknown> {
+    return {
+      role: 'channeld',
+      shard: this.options.shard,
+      pid: process.pid,
+      uptimeS: uptimeS(),
+      state: this.state,
+      waitingFor: this.waitingFor(),
+      entries: this.directory.size,
+      counters: { ...this.counters },
+      ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
+      endpoint: { ...this.endpoint.counters },
+      metrics: this.metrics(),
+    };
+  }
+
+  /**
+   * What the directory holds, counted (`pm2 trigger channeld dump-counts`): entries per
+   * channel and per owner (chatD mtype:incarnation), removals remembered. One walk over the
+   * directory: for an operator, not for a loop.
+   */
+  dumpCounts(): Record<string, unknown> {
+    return {
+      shard: this.options.shard,
+      state: this.state,
+      entries: this.directory.size,
+      perChannel: this.directory.perChannel(),
+      perOwner: Object.fromEntries(this.directory.owners()),
+      tombstones: this.tombstones.size,
+      replica: this.options.replica ? replicaCounters(this.options.replica) : undefined,
+      counters: this.metrics().counters,
+    };
+  }
+
+  /**
+   * FINDs the receiver thread answered on its own, since start (0 without a replica). Its
+   * counter is an Int32 slot that wraps after 2^32: read as uint32, and the change since the
+   * last read added up here (reads come every second or so under PM2; one wrap between two
+   * reads would take 2^32 finds).
+   */
+  inlineFinds(): number {
+    const r = this.options.replica;
+    if (!r) return 0;
+    const raw = Atomics.load(r.views.control, R_FINDS) >>> 0;
+    this.inlineTotal += (raw - this.inlineLast + 0x1_0000_0000) % 0x1_0000_0000;
+    this.inlineLast = raw;
+    return this.inlineTotal;
+  }
+  private inlineTotal = 0;
+  private inlineLast = 0;
+  private readonly requestRate = new RateMeter(() => this.counters.requests + this.inlineTotal);
+  private readonly findRate = new RateMeter(() => this.counters.finds + this.inlineTotal);
+
+  /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
+  metrics(): ProcessMetrics {
+    const c = this.counters;
+    const inline = this.inlineFinds();
+    return {
+      counters: { requests: c.requests + inline, finds: c.finds + inline, inlineFinds: inline, logins: c.logins, logouts: c.logouts, badRequests: c.badRequests, unavailable: c.unavailable },
+      gauges: { entries: this.directory.size, live: this.state === 'live' ? 1 : 0 },
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
+    };
   }
 
   private tombstone(key: string): void {
@@ -407,6 +478,7 @@ export class ShardServer {
     switch (rec.kind) {
       case Kind.FIND: {
         // The hot record: a binary payload (the directory key), no JSON (cluster/records.ts).
+        this.counters.finds++;
         const p = rec.payload;
         const key = readKey(p, 0, p.length);
         if (key === undefined) {
@@ -426,6 +498,7 @@ export class ShardServer {
         const p = this.decode('login', rec, reply);
         if (!p || !this.mine(p.name, reply) || this.unavailable(reply) || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
         const outcome = d.login(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
+        if (outcome === 'ok') this.counters.logins++;
         return reply(outcome === 'ok' ? Status.OK : Status.NAME_TAKEN, EMPTY);
       }
       case Kind.MOVE: {
@@ -444,6 +517,7 @@ export class ShardServer {
         }
         if (rec.from !== MTYPE_GC && !this.admit(rec, reply)) return;
         const removed = d.remove(p.name, p.owner, p.ownerInc, p.session);
+        if (removed) this.counters.logouts++;
         // Kept after going live too: a chatD may resync a live shard (it saw its incarnation
         // change), and a session ended meanwhile must not come back. Session ids are never
         // reused by one chatD incarnation, so a tombstone cannot hide a later login.
@@ -475,22 +549,12 @@ export class ShardServer {
         return reply(Status.OK, encodePayload('count', { count, conflicts }));
       }
       case Kind.STATUS:
-        return reply(
-          Status.OK,
-          encodePayload('status', {
-            role: 'channeld',
-            shard: this.options.shard,
-            state: this.state,
-            waitingFor: this.waitingFor(),
-            entries: d.size,
-            counters: { ...this.counters },
-            ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
-            endpoint: { ...this.endpoint.counters },
-          }),
-        );
+        return reply(Status.OK, encodePayload('status', this.status()));
       default:
         this.counters.badRequests++;
         return reply(Status.BAD_REQUEST, EMPTY);
     }
   }
 }
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;

@@ -57,7 +57,7 @@ export class ChatdServer {
       this.sessions,
       this.reaper,
       createRequestValidator({ channels: config.channels }),
-      { channels: config.channels, requestTimeoutMs: config.requestTimeoutMs },
+      { channels: config.channels, requestTimeoutMs: config.requestTimeoutMs, front: () => this.frontGauges() },
       log,
     );
     this.legacy = new LegacyGateway(transport, this.shards, log);
@@ -182,6 +182,14 @@ export class ChatdServer {
   get connectionCount(): number {
     return this.connections.size;
   }
+
+  /** Connections and the requests they have in flight (a walk over the connections: for reads, not per request). */
+  frontGauges(): { connections: number; inFlight: number } {
+    let inFlight = 0;
+    for (const c of this.connections) inFlight += c.inFlight;
+    return { connections: this.connections.size, inFlight };
+  }
+
 
   /**
    * Longest stop(): the connections' drain (replyGraceMs, then at most 2 s for a peer that does
