@@ -1,6 +1,7 @@
 import type { NatsConnection, Status } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { IpcError } from '../ipc-error';
+import { parseNatsUrls } from './nats-url';
 import type { NonBlockingQueue } from '../queue-transport';
 import type { QueueStat } from '../transport';
 
@@ -42,7 +43,7 @@ export const defaultNatsQueueOptions = Object.freeze({
   maxMessageBytes: 1024 * 1024,
   connectTimeoutMs: 10_000,
   reconnectMinMs: 100,
-  reconnectMaxMs: 2000,
+  reconnectMaxMs: 1000,
   pingIntervalMs: 2000,
   maxPingOut: 3,
 });
@@ -286,26 +287,4 @@ export class NatsQueue implements NonBlockingQueue {
       this.log.warn({ err }, 'NATS status watch ended');
     }
   }
-}
-
-/**
- * NATS_URL: one or more comma-separated `nats://host:port` (or `tls://`) URLs; no user
- * info or path. Throws a RangeError that names the bad one.
- */
-export function parseNatsUrls(text: string): string[] {
-  const parts = text.split(',').map((p) => p.trim()).filter((p) => p !== '');
-  if (parts.length === 0) throw new RangeError('NATS_URL is empty');
-  return parts.map((p) => {
-    let u: URL;
-    try {
-      u = new URL(p);
-    } catch {
-      throw new RangeError(`${JSON.stringify(p)} is not a URL (nats://host:4222)`);
-    }
-    if (u.protocol !== 'nats:' && u.protocol !== 'tls:') throw new RangeError(`${JSON.stringify(p)}: the scheme must be nats:// or tls://`);
-    if (!u.hostname) throw new RangeError(`${JSON.stringify(p)}: no host`);
-    if (u.username || u.password) throw new RangeError(`${JSON.stringify(p)}: credentials in the URL are not accepted`);
-    if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new RangeError(`${JSON.stringify(p)}: no path, query or fragment`);
-    return `${u.protocol}//${u.host}`;
-  });
 }

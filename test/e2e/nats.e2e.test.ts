@@ -1,0 +1,195 @@
+import { expect } from 'chai';
+import { ChatClient, type Reply } from '../helpers/chat-client';
+import { Cluster, sleep } from '../helpers/cluster';
+import { NatsServer } from '../helpers/nats-server';
+import { cleanupChecks, expectEachReplyOnce, percentile } from './e2e-support';
+
+/**
+ * The whole cluster under PM2 with TRANSPORT=nats: chatD, 2 shards and gc talk over a real
+ * nats-server started here on a free port (and killed by pid at the end, even on failure).
+ * The protocol basics, a concurrent find load with every answer checked, and the NATS server
+ * killed and restarted under load: no wrong answer, no request left hanging, and the cluster
+ * serves again by itself.
+ */
+
+const SHARDS = 2;
+const CHARACTERS = 60;
+/** Client-side bound on one reply: far above the server's 1.5 s request timeout. A reply later than this is a hang. */
+const CLIENT_TIMEOUT_MS = 15_000;
+
+interface Character {
+  name: string;
+  channel: number;
+}
+
+/** Checks a find reply against the truth: undefined when right. */
+function findProblem(query: string, truth: Character | undefined, r: Reply): string | undefined {
+  if (r.ok !== true) return undefined; // errors are counted apart
+  if (truth) {
+    if (r.online !== true) return 'an online character reported offline';
+    if (r.channel !== truth.channel || r.name !== truth.name) return `wrong entry ${JSON.stringify(r)}`;
+    return undefined;
+  }
+  if (r.online !== false) return 'an offline name reported online';
+  if (r.name !== query) return `wrong name ${JSON.stringify(r)}`;
+  return undefined;
+}
+
+describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', function () {
+  this.timeout(120_000);
+  let nats: NatsServer | undefined;
+  let cluster: Cluster | undefined;
+  const c = (): Cluster => cluster!;
+  const characters: Character[] = [];
+  const clients: ChatClient[] = [];
+
+  before(async function () {
+    this.timeout(60_000);
+    nats = await NatsServer.start();
+    cluster = new Cluster({
+      shards: SHARDS,
+      label: 'nats',
+      env: { TRANSPORT: 'nats', NATS_URL: nats.url, CLUSTER_NAME: `e2e${process.pid}` },
+    });
+    await cluster.start();
+  });
+
+  after(async function () {
+    this.timeout(60_000);
+    const failed = this.test?.parent?.tests.some((t) => t.state === 'failed') ?? false;
+    try {
+      if (cluster && !cluster.stopped) await cluster.stop();
+      if (cluster && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\nnats logs:\n${cluster.finalLogs}\n`);
+    } finally {
+      await nats?.stop();
+    }
+  });
+
+  it('basics - login, find online and offline, /찾기, chat in a channel', async () => {
+    const a = await c().login('NatsAlice', 3);
+    const b = await c().login('나츠밥', 5);
+    const f = await a.request({ op: 'find', name: '나츠밥' });
+    expect(f).to.deep.equal({ op: 'find', id: f.id, ok: true, name: '나츠밥', online: true, channel: 5 });
+    const off = await a.request({ op: 'find', name: 'NobodyOnNats' });
+    expect(off).to.deep.equal({ op: 'find', id: off.id, ok: true, name: 'NobodyOnNats', online: false });
+    const k = await b.request({ op: 'chat', text: '/찾기 natsalice' });
+    expect(k).to.deep.include({ ok: true, command: 'find', text: 'NatsAlice님은 3채널에 있습니다.' });
+    // A second client in channel 3 hears Alice's chat.
+    const listener = await c().login('NatsCarol', 3);
+    const said = await a.request({ op: 'chat', text: 'hello over nats' });
+    expect(said.ok).to.equal(true);
+    const deadline = Date.now() + 5000;
+    while (!listener.pushes.some((p) => JSON.stringify(p).includes('hello over nats')) && Date.now() < deadline) await sleep(20);
+    expect(listener.pushes.some((p) => JSON.stringify(p).includes('hello over nats')), JSON.stringify(listener.pushes)).to.equal(true);
+    const out = await b.request({ op: 'logout' });
+    expect(out.ok).to.equal(true);
+    const gone = await a.request({ op: 'find', name: '나츠밥' });
+    expect(gone).to.deep.include({ ok: true, online: false });
+    for (const x of [a, listener]) await x.destroy();
+  });
+
+  it(`load - ${CHARACTERS} characters, 6,000 concurrent finds, every answer right`, async () => {
+    for (let i = 0; i < CHARACTERS; i++) {
+      const ch = { name: i % 2 ? `NatsLoad${i}` : `부하${i}`, channel: (i % 20) + 1 };
+      const client = await c().client({ requestTimeoutMs: CLIENT_TIMEOUT_MS });
+      const r = await client.request({ op: 'login', name: ch.name, channel: ch.channel });
+      expect(r, JSON.stringify(r)).to.deep.include({ ok: true });
+      clients.push(client);
+      characters.push(ch);
+    }
+    const t0 = performance.now();
+    const jobs: Promise<string | undefined>[] = [];
+    for (let k = 0; k < 6000; k++) {
+      const offline = k % 4 === 3;
+      const truth = offline ? undefined : characters[(k * 7) % CHARACTERS]!;
+      const query = truth ? truth.name : `Ghost${k}`;
+      jobs.push(clients[k % CHARACTERS]!.request({ op: 'find', name: query }, CLIENT_TIMEOUT_MS).then((r) => (r.ok === true ? findProblem(query, truth, r) : `error ${r.error?.code}`)));
+    }
+    const problems = (await Promise.all(jobs)).filter((p) => p !== undefined);
+    console.log(`      nats load: 6000 finds in ${(performance.now() - t0).toFixed(0)} ms`);
+    expect(problems.slice(0, 5), `${problems.length} problem(s)`).to.deep.equal([]);
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  it('NATS server killed and restarted under load - 0 wrong answers, 0 hung, the cluster recovers by itself', async () => {
+    expect(clients).to.have.length(CHARACTERS);
+    let stop = false;
+    const counts = { ok: 0, wrong: 0, errors: new Map<string, number>(), hung: 0 };
+    const wrong: string[] = [];
+    const latencies: number[] = [];
+    // 20 loops of finds in flight the whole time.
+    const loop = async (w: number): Promise<void> => {
+      for (let k = w; !stop; k += 20) {
+        const offline = k % 5 === 4;
+        const truth = offline ? undefined : characters[(k * 13) % CHARACTERS]!;
+        const query = truth ? truth.name : `Ghost${k}`;
+        let timed;
+        try {
+          timed = await clients[(k + w) % CHARACTERS]!.timedRequest({ op: 'find', name: query }, CLIENT_TIMEOUT_MS);
+        } catch (err) {
+          counts.hung++;
+          wrong.push(`#${k} no reply: ${(err as Error).message}`);
+          continue;
+        }
+        latencies.push(timed.latencyMs);
+        const r = timed.reply;
+        if (r.ok !== true) {
+          const code = r.error?.code ?? '?';
+          counts.errors.set(code, (counts.errors.get(code) ?? 0) + 1);
+          if (code !== 'TIMEOUT' && code !== 'UNAVAILABLE') wrong.push(`#${k} unexpected error ${JSON.stringify(r)}`);
+          if (code === 'TIMEOUT' || code === 'UNAVAILABLE') await sleep(20); // as a client backs off
+          continue;
+        }
+        const p = findProblem(query, truth, r);
+        if (p) {
+          counts.wrong++;
+          wrong.push(`#${k} ${query}: ${p}`);
+        } else counts.ok++;
+      }
+    };
+    const loops = Array.from({ length: 20 }, (_, w) => loop(w));
+    await sleep(1000);
+    const okBefore = counts.ok;
+    const killedAt = Date.now();
+    await nats!.stop('SIGKILL');
+    await sleep(1500);
+    await nats!.restart();
+    const restartedAt = Date.now();
+    // Recovery: finds succeed again without any help.
+    let recoveredAt = 0;
+    const okAtRestart = counts.ok;
+    while (Date.now() - restartedAt < 20_000) {
+      if (counts.ok > okAtRestart + 200) {
+        recoveredAt = Date.now();
+        break;
+      }
+      await sleep(20);
+    }
+    await sleep(1000);
+    stop = true;
+    await Promise.all(loops);
+    latencies.sort((a, b) => a - b);
+    console.log(
+      `      nats restart: ${counts.ok} right (${okBefore} before the kill), errors ${JSON.stringify(Object.fromEntries(counts.errors))}, ` +
+        `wrong ${counts.wrong}, hung ${counts.hung}; down ${restartedAt - killedAt} ms, served again ${recoveredAt ? recoveredAt - restartedAt : '-'} ms after the restart; ` +
+        `latency p50 ${percentile(latencies, 50).toFixed(1)} ms, max ${latencies[latencies.length - 1]?.toFixed(0)} ms`,
+    );
+    expect(okBefore, 'finds answered before the kill').to.be.greaterThan(50);
+    expect(wrong.slice(0, 5), `${wrong.length} wrong or hung`).to.deep.equal([]);
+    expect(recoveredAt, 'the cluster serves finds again after the NATS restart').to.be.greaterThan(0);
+    // Every character is still online where it was: the shards kept their directories.
+    const replies = await Promise.all(characters.map((ch, i) => clients[(i + 1) % CHARACTERS]!.request({ op: 'find', name: ch.name })));
+    replies.forEach((r, i) => expect(r).to.deep.include({ ok: true, online: true, name: characters[i]!.name, channel: characters[i]!.channel }));
+    // No process was restarted: they rode the outage out.
+    const procs = await c().jlist();
+    expect(procs.map((p) => `${p.name}:${p.restarts}`)).to.have.members(['gc:0', 'chatd:0', ...Array.from({ length: SHARDS }, () => 'channeld:0')]);
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  describe('end', () => {
+    before(async () => {
+      for (const cl of clients) await cl.destroy();
+    });
+    cleanupChecks(c);
+  });
+});
