@@ -61,7 +61,7 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
       if (cluster && !cluster.stopped) await cluster.stop();
       if (cluster && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\nnats logs:\n${cluster.finalLogs}\n`);
     } finally {
-      await nats?.stop();
+      await nats?.dispose();
     }
   });
 

@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect as tcpConnect } from 'node:net';
 import { freePort } from './host';
 
@@ -45,15 +47,24 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
+export interface NatsServerOptions {
+  /** Lines of nats-server configuration (e.g. `max_payload: 4096`, `max_pending: 262144`). */
+  config?: string;
+}
+
 export class NatsServer {
   private child: ChildProcess | undefined;
   private stderr = '';
+  private configDir: string | undefined;
 
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly options: NatsServerOptions,
+  ) {}
 
   /** Starts a server on a free port and waits until it accepts connections. */
-  static async start(): Promise<NatsServer> {
-    const server = new NatsServer(await freePort());
+  static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
+    const server = new NatsServer(await freePort(), options);
     await server.restart();
     return server;
   }
@@ -78,8 +89,15 @@ export class NatsServer {
       process.on('exit', killAll);
     }
     this.stderr = '';
-    // -a: loopback only. No JetStream, no config file: a plain core-NATS server.
-    const child = spawn(natsServerBinary(), ['-a', '127.0.0.1', '-p', String(this.port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // -a: loopback only. No JetStream: a plain core-NATS server.
+    const args = ['-a', '127.0.0.1', '-p', String(this.port)];
+    if (this.options.config) {
+      this.configDir ??= mkdtempSync(join(tmpdir(), 'chatd-nats-'));
+      const file = join(this.configDir, 'nats.conf');
+      writeFileSync(file, `${this.options.config}\n`);
+      args.push('-c', file);
+    }
+    const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr?.on('data', (d: Buffer) => {
       if (this.stderr.length < 20_000) this.stderr += d.toString();
     });
@@ -111,17 +129,24 @@ export class NatsServer {
     await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
     if (this.running) process.kill(child.pid, 'SIGKILL');
   }
+
+  /** Stops it and removes its configuration directory. */
+  async dispose(): Promise<void> {
+    await this.stop();
+    if (this.configDir) rmSync(this.configDir, { recursive: true, force: true });
+    this.configDir = undefined;
+  }
 }
 
 /** Call inside a `describe`: a server for the suite, killed in `after` (even when tests fail). */
-export function useNatsServer(): { readonly server: NatsServer } {
+export function useNatsServer(options: NatsServerOptions = {}): { readonly server: NatsServer } {
   const holder: { server: NatsServer } = {} as { server: NatsServer };
   before(async function () {
     this.timeout(20_000);
-    holder.server = await NatsServer.start();
+    holder.server = await NatsServer.start(options);
   });
   after(async () => {
-    await holder.server?.stop();
+    await holder.server?.dispose();
   });
   return holder;
 }

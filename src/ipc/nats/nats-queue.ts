@@ -251,6 +251,7 @@ export class NatsQueue implements NonBlockingQueue {
     let slowLogged = 0;
     try {
       for await (const s of this.nc.status() as AsyncIterable<Status>) {
+        if (this.closing) break;
         switch (s.type) {
           case 'disconnect':
           case 'staleConnection':
