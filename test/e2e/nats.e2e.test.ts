@@ -1,6 +1,9 @@
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { SysvQueue } from '../../src/ipc';
 import { ChatClient, type Reply } from '../helpers/chat-client';
-import { Cluster, sleep } from '../helpers/cluster';
+import { Cluster, PROJECT_ROOT, sleep } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
 import { cleanupChecks, expectEachReplyOnce, percentile } from './e2e-support';
 
@@ -109,6 +112,45 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
     console.log(`      nats load: 6000 finds in ${(performance.now() - t0).toFixed(0)} ms`);
     expect(problems.slice(0, 5), `${problems.length} problem(s)`).to.deep.equal([]);
     for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  it('legacy - mtypes 1 and 2 stay on the host\'s SysV queue (MQ_KEY): a C peer\'s /찾기 is answered there', async () => {
+    const queue = SysvQueue.open({ key: c().mqKey, create: false, trustedUids: 'any' });
+    const target = characters[1]!;
+    const mtext = Buffer.alloc(1024);
+    mtext.write(`/찾기 ${target.name}`, 'utf8');
+    expect(queue.trySend(1, mtext)).to.equal(true);
+    let reply: Buffer | undefined;
+    const until = Date.now() + 5000;
+    while (!reply && Date.now() < until) {
+      reply = queue.tryReceive(2)?.body;
+      if (!reply) await sleep(20);
+    }
+    expect(reply, 'a legacy reply on mtype 2').to.not.equal(undefined);
+    const text = reply!.subarray(0, reply!.indexOf(0)).toString('utf8');
+    expect(text).to.equal(`${target.name}님은 ${target.channel}채널에 있습니다.`);
+  });
+
+  it('health - npm run health asks every daemon for STATUS over NATS', async () => {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      MQ_KEY: String(c().mqKey),
+      CHANNELD_SHARDS: String(SHARDS),
+      TRANSPORT: 'nats',
+      NATS_URL: nats!.url,
+      CLUSTER_NAME: `e2e${process.pid}`,
+    };
+    const r = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile(process.execPath, [join(PROJECT_ROOT, 'dist', 'ops', 'health.js'), '--json'], { env, timeout: 20_000 }, (err, stdout) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout });
+      });
+    });
+    const out = JSON.parse(r.stdout) as { healthy: boolean; problems: string[]; answered: { label: string; ok: boolean }[] };
+    expect(out.problems).to.deep.equal([]);
+    expect(out.healthy).to.equal(true);
+    expect(out.answered.map((a) => a.label)).to.have.members(['gc', 'channeld shard 0', 'channeld shard 1', 'chatd']);
+    expect(r.code).to.equal(0);
   });
 
   it('NATS server killed and restarted under load - 0 wrong answers, 0 hung, the cluster recovers by itself', async () => {
