@@ -153,13 +153,26 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
     expect(r.code).to.equal(0);
   });
 
-  it('NATS server killed and restarted under load - 0 wrong answers, 0 hung, the cluster recovers by itself', async () => {
-    expect(clients).to.have.length(CHARACTERS);
+  interface LoadOutcome {
+    ok: number;
+    okBefore: number;
+    wrong: string[];
+    hung: number;
+    errors: Map<string, number>;
+    latencies: number[];
+    /** ms from the end of `fault()` until 200 more finds were answered right (0: never). */
+    recoveredMs: number;
+  }
+
+  /**
+   * 20 loops of finds in flight the whole time (every answer checked against the truth):
+   * 1 s of load, then `fault()`, then until 200 more finds are answered right (at most 20 s),
+   * then 1 s more. TIMEOUT/UNAVAILABLE replies are counted, never wrong; any other error, a
+   * wrong answer or a request with no reply within CLIENT_TIMEOUT_MS is a failure.
+   */
+  async function underLoad(fault: () => Promise<void>): Promise<LoadOutcome> {
     let stop = false;
-    const counts = { ok: 0, wrong: 0, errors: new Map<string, number>(), hung: 0 };
-    const wrong: string[] = [];
-    const latencies: number[] = [];
-    // 20 loops of finds in flight the whole time.
+    const out: LoadOutcome = { ok: 0, okBefore: 0, wrong: [], hung: 0, errors: new Map(), latencies: [], recoveredMs: 0 };
     const loop = async (w: number): Promise<void> => {
       for (let k = w; !stop; k += 20) {
         const offline = k % 5 === 4;
@@ -169,40 +182,33 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
         try {
           timed = await clients[(k + w) % CHARACTERS]!.timedRequest({ op: 'find', name: query }, CLIENT_TIMEOUT_MS);
         } catch (err) {
-          counts.hung++;
-          wrong.push(`#${k} no reply: ${(err as Error).message}`);
+          out.hung++;
+          out.wrong.push(`#${k} no reply: ${(err as Error).message}`);
           continue;
         }
-        latencies.push(timed.latencyMs);
+        out.latencies.push(timed.latencyMs);
         const r = timed.reply;
         if (r.ok !== true) {
           const code = r.error?.code ?? '?';
-          counts.errors.set(code, (counts.errors.get(code) ?? 0) + 1);
-          if (code !== 'TIMEOUT' && code !== 'UNAVAILABLE') wrong.push(`#${k} unexpected error ${JSON.stringify(r)}`);
-          if (code === 'TIMEOUT' || code === 'UNAVAILABLE') await sleep(20); // as a client backs off
+          out.errors.set(code, (out.errors.get(code) ?? 0) + 1);
+          if (code !== 'TIMEOUT' && code !== 'UNAVAILABLE') out.wrong.push(`#${k} unexpected error ${JSON.stringify(r)}`);
+          else await sleep(20); // as a client backs off
           continue;
         }
         const p = findProblem(query, truth, r);
-        if (p) {
-          counts.wrong++;
-          wrong.push(`#${k} ${query}: ${p}`);
-        } else counts.ok++;
+        if (p) out.wrong.push(`#${k} ${query}: ${p}`);
+        else out.ok++;
       }
     };
     const loops = Array.from({ length: 20 }, (_, w) => loop(w));
     await sleep(1000);
-    const okBefore = counts.ok;
-    const killedAt = Date.now();
-    await nats!.stop('SIGKILL');
-    await sleep(1500);
-    await nats!.restart();
-    const restartedAt = Date.now();
-    // Recovery: finds succeed again without any help.
-    let recoveredAt = 0;
-    const okAtRestart = counts.ok;
-    while (Date.now() - restartedAt < 20_000) {
-      if (counts.ok > okAtRestart + 200) {
-        recoveredAt = Date.now();
+    out.okBefore = out.ok;
+    await fault();
+    const faultEnd = Date.now();
+    const okAtEnd = out.ok;
+    while (Date.now() - faultEnd < 20_000) {
+      if (out.ok > okAtEnd + 200) {
+        out.recoveredMs = Date.now() - faultEnd;
         break;
       }
       await sleep(20);
@@ -210,21 +216,60 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
     await sleep(1000);
     stop = true;
     await Promise.all(loops);
-    latencies.sort((a, b) => a - b);
-    console.log(
-      `      nats restart: ${counts.ok} right (${okBefore} before the kill), errors ${JSON.stringify(Object.fromEntries(counts.errors))}, ` +
-        `wrong ${counts.wrong}, hung ${counts.hung}; down ${restartedAt - killedAt} ms, served again ${recoveredAt ? recoveredAt - restartedAt : '-'} ms after the restart; ` +
-        `latency p50 ${percentile(latencies, 50).toFixed(1)} ms, max ${latencies[latencies.length - 1]?.toFixed(0)} ms`,
+    out.latencies.sort((a, b) => a - b);
+    return out;
+  }
+
+  function describeOutcome(what: string, o: LoadOutcome, extra = ''): string {
+    return (
+      `      ${what}: ${o.ok} right (${o.okBefore} before the fault), errors ${JSON.stringify(Object.fromEntries(o.errors))}, ` +
+      `wrong ${o.wrong.length - o.hung}, hung ${o.hung}; served again ${o.recoveredMs || '-'} ms after it${extra}; ` +
+      `latency p50 ${percentile(o.latencies, 50).toFixed(1)} ms, max ${o.latencies[o.latencies.length - 1]?.toFixed(0)} ms`
     );
-    expect(okBefore, 'finds answered before the kill').to.be.greaterThan(50);
-    expect(wrong.slice(0, 5), `${wrong.length} wrong or hung`).to.deep.equal([]);
-    expect(recoveredAt, 'the cluster serves finds again after the NATS restart').to.be.greaterThan(0);
-    // Every character is still online where it was: the shards kept their directories.
+  }
+
+  async function expectEveryoneOnline(): Promise<void> {
     const replies = await Promise.all(characters.map((ch, i) => clients[(i + 1) % CHARACTERS]!.request({ op: 'find', name: ch.name })));
     replies.forEach((r, i) => expect(r).to.deep.include({ ok: true, online: true, name: characters[i]!.name, channel: characters[i]!.channel }));
+  }
+
+  it('shard SIGKILLed under load - PM2 restarts it (pid death seen on this host), it recovers over NATS; 0 wrong, 0 hung', async () => {
+    expect(clients).to.have.length(CHARACTERS);
+    let restartedIn = 0;
+    const o = await underLoad(async () => {
+      const old = await c().signal('channeld', 0, 'SIGKILL');
+      const t0 = Date.now();
+      await c().waitRestarted('channeld', 0, old, 20_000);
+      restartedIn = Date.now() - t0;
+    });
+    console.log(describeOutcome('shard kill', o, `; restarted by PM2 in ${restartedIn} ms`));
+    expect(o.okBefore, 'finds answered before the kill').to.be.greaterThan(50);
+    expect(o.wrong.slice(0, 5), `${o.wrong.length} wrong or hung`).to.deep.equal([]);
+    expect(o.recoveredMs, 'the cluster serves finds again after the restart').to.be.greaterThan(0);
+    // The restarted shard got its directory back from chatD (HELLO, RESYNC, SYNC over NATS).
+    await expectEveryoneOnline();
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  it('NATS server killed and restarted under load - 0 wrong answers, 0 hung, the cluster recovers by itself', async () => {
+    expect(clients).to.have.length(CHARACTERS);
+    const restartsBefore = (await c().jlist()).map((p) => `${p.name}${p.instance}:${p.restarts}`);
+    let downMs = 0;
+    const o = await underLoad(async () => {
+      const killedAt = Date.now();
+      await nats!.stop('SIGKILL');
+      await sleep(1500);
+      await nats!.restart();
+      downMs = Date.now() - killedAt;
+    });
+    console.log(describeOutcome('nats restart', o, `; down ${downMs} ms`));
+    expect(o.okBefore, 'finds answered before the kill').to.be.greaterThan(50);
+    expect(o.wrong.slice(0, 5), `${o.wrong.length} wrong or hung`).to.deep.equal([]);
+    expect(o.recoveredMs, 'the cluster serves finds again after the NATS restart').to.be.greaterThan(0);
+    // Every character is still online where it was: the shards kept their directories.
+    await expectEveryoneOnline();
     // No process was restarted: they rode the outage out.
-    const procs = await c().jlist();
-    expect(procs.map((p) => `${p.name}:${p.restarts}`)).to.have.members(['gc:0', 'chatd:0', ...Array.from({ length: SHARDS }, () => 'channeld:0')]);
+    expect((await c().jlist()).map((p) => `${p.name}${p.instance}:${p.restarts}`)).to.have.members(restartsBefore);
     for (const cl of clients) expectEachReplyOnce(cl);
   });
 
