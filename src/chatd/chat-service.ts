@@ -118,10 +118,10 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   /** A shard's answer to a find of startFind (ReplySink). */
-  onReply(call: FindCall, status: number, body: Buffer, start: number, end: number): void {
+  onReply(call: FindCall, status: number, body: Buffer, start: number, end: number, _from: number, fromIncarnation: number): void {
     let r: FindOutcome;
     try {
-      r = this.shards.findOutcome(status, body, start, end, call.key);
+      r = this.shards.findOutcome(status, body, start, end, call.key, call.shard, fromIncarnation);
     } catch (err) {
       this.failFind(call, err);
       return;
@@ -319,6 +319,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       reaper: { ...this.reaper.counters },
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
+      strangerReplies: this.shards.strangerReplies,
     };
   }
 
