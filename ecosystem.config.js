@@ -44,6 +44,10 @@ const common = {
     MQ_KEY: String(config.mqKey),
     CHANNELD_SHARDS: String(config.shards),
     CHANNELS: String(config.channels),
+    // What carries the cluster: the host's SysV queue (sysv) or NATS (docs/multi-host.md).
+    TRANSPORT: config.transport,
+    NATS_URL: config.natsUrls.join(','),
+    CLUSTER_NAME: config.clusterName,
   },
 };
 
