@@ -38,6 +38,10 @@ export interface Config {
   /** Entries a shard's shared-memory replica holds for its receiver thread's FINDs (0: none). */
   readonly replicaEntries: number;
   readonly logLevel: string;
+  /** Address of the status app's HTTP endpoint (/metrics, the status page); 127.0.0.1 by default. */
+  readonly statusHost: string;
+  /** Its port; 0 disables the status app (ecosystem.config.js then leaves it out). */
+  readonly statusPort: number;
 }
 
 export const CONFIG_VARIABLES = Object.freeze(Object.keys(loadSchema('config.json').properties as object));
@@ -112,5 +116,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shardRecoveryMs: raw.SHARD_RECOVERY_MS as number,
     replicaEntries: raw.CHANNELD_REPLICA_ENTRIES as number,
     logLevel: raw.LOG_LEVEL as string,
+    statusHost: raw.STATUS_HOST as string,
+    statusPort: raw.STATUS_PORT as number,
   });
 }
