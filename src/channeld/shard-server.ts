@@ -4,6 +4,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC } from '../ipc/mtypes';
 import type { Logger } from '../log';
+import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
 import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
@@ -66,7 +67,11 @@ export class ShardServer {
   private recoveryTimer: NodeJS.Timeout | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
   private startedAt = 0;
-  readonly counters = { requests: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0 };
+  /**
+   * Records of this thread (the receiver thread's inline FINDs are counted in the replica's
+   * control block: metrics() adds them). logins: LOGINs recorded; logouts: entries REMOVEd.
+   */
+  readonly counters = { requests: 0, finds: 0, logins: 0, logouts: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0 };
   private readonly log: Logger;
   /** Where reply payloads are written (the endpoint copies them into the envelope at once). */
   private readonly scratch = Buffer.allocUnsafe(MAX_FIND_REPLY_BYTES);
@@ -149,6 +154,33 @@ export class ShardServer {
     for (const w of this.liveWaiters.splice(0)) w();
   }
 
+  /**
+   * FINDs the receiver thread answered on its own, since start (0 without a replica). Its
+   * counter is an Int32 slot that wraps after 2^32: read as uint32, and the change since the
+   * last read added up here (reads come every second or so under PM2; one wrap between two
+   * reads would take 2^32 finds).
+   */
+  inlineFinds(): number {
+    const r = this.options.replica;
+    if (!r) return 0;
+    const raw = Atomics.load(r.views.control, R_FINDS) >>> 0;
+    this.inlineTotal += (raw - this.inlineLast + 0x1_0000_0000) % 0x1_0000_0000;
+    this.inlineLast = raw;
+    return this.inlineTotal;
+  }
+  private inlineTotal = 0;
+  private inlineLast = 0;
+
+  /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
+  metrics(): ProcessMetrics {
+    const c = this.counters;
+    const inline = this.inlineFinds();
+    return {
+      counters: { requests: c.requests + inline, finds: c.finds + inline, inlineFinds: inline, logins: c.logins, logouts: c.logouts, badRequests: c.badRequests, unavailable: c.unavailable },
+      gauges: { entries: this.directory.size, live: this.state === 'live' ? 1 : 0 },
+    };
+  }
+
   private tombstone(key: string): void {
     this.tombstones.add(key);
     if (this.tombstones.size > MAX_TOMBSTONES) this.tombstones.delete(this.tombstones.values().next().value as string);
@@ -199,6 +231,7 @@ export class ShardServer {
     switch (rec.kind) {
       case Kind.FIND: {
         // The hot record: a binary payload (the directory key), no JSON (cluster/records.ts).
+        this.counters.finds++;
         const p = rec.payload;
         const key = readKey(p, 0, p.length);
         if (key === undefined) {
@@ -218,6 +251,7 @@ export class ShardServer {
         const p = this.decode('login', rec, reply);
         if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
         const outcome = d.login(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
+        if (outcome === 'ok') this.counters.logins++;
         return reply(outcome === 'ok' ? Status.OK : Status.NAME_TAKEN, EMPTY);
       }
       case Kind.MOVE: {
@@ -230,6 +264,7 @@ export class ShardServer {
         const p = this.decode('remove', rec, reply);
         if (!p || !this.mine(p.name, reply)) return;
         const removed = d.remove(p.name, p.owner, p.ownerInc, p.session);
+        if (removed) this.counters.logouts++;
         // Kept after going live too: a chatD may resync a live shard (it saw its incarnation
         // change), and a session ended meanwhile must not come back. Session ids are never
         // reused by one chatD incarnation, so a tombstone cannot hide a later login.
@@ -266,12 +301,15 @@ export class ShardServer {
           encodePayload('status', {
             role: 'channeld',
             shard: this.options.shard,
+            pid: process.pid,
+            uptimeS: uptimeS(),
             state: this.state,
             waitingFor: this.waitingFor(),
             entries: d.size,
             counters: { ...this.counters },
             ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
             endpoint: { ...this.endpoint.counters },
+            metrics: this.metrics(),
           }),
         );
       default:

@@ -5,6 +5,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
+import { LatencyHistogram, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
@@ -28,12 +29,16 @@ class FindCall {
     readonly name: string,
     /** The chat form's language; undefined for op `find`. */
     readonly lang: Lang | undefined,
+    /** When the request started (monotonicMs), for the latency histogram. */
+    readonly t0: number,
   ) {}
 }
 
 export interface ChatServiceOptions {
   channels: number;
   requestTimeoutMs: number;
+  /** The front end's figures for status() (ChatdServer's connections); absent: zeros. */
+  front?: () => { connections: number; inFlight: number };
 }
 
 type Fields = Record<string, unknown>;
@@ -45,7 +50,13 @@ type Fields = Record<string, unknown>;
  */
 export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   private nextSessionId = 1;
-  readonly counters = { requests: 0, rateLimited: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+  /**
+   * Plain increments on the request path (docs/operations.md, "Metrics"). `errors`: requests
+   * answered ok:false, whatever the code (bad requests, rate limited and timeouts included).
+   */
+  readonly counters = { requests: 0, finds: 0, timeouts: 0, rateLimited: 0, errors: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+  /** Client request latency, first byte handled to reply written, over the last 10 s. */
+  readonly latency = new LatencyHistogram();
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -62,22 +73,25 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     const v = this.validate(frame);
     if (!v.ok) {
       this.counters.badRequests++;
+      this.counters.errors++;
       conn.reply(errorReply(v.op, v.id, ClientErrorCode.BAD_REQUEST, v.message));
       return;
     }
     const req = v.request;
     if (!conn.takeToken()) {
       this.counters.rateLimited++;
+      this.counters.errors++;
       conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests; slow down'));
       return;
     }
     conn.requestStarted();
+    const t0 = monotonicMs();
     // The hot path, `find` in both forms: no Promise, the reply written as a JSON string.
-    if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined);
+    if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined, t0);
     let cmd: SlashCommand | undefined;
     if (req.op === 'chat' && conn.session && req.text.startsWith('/')) {
       cmd = parseSlashCommand(req.text);
-      if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang);
+      if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang, t0);
     }
     let result: Fields | Promise<Fields>;
     try {
@@ -88,28 +102,46 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     if (!(result instanceof Promise)) {
       conn.reply(okReply(req.op, req.id, result));
       conn.requestDone();
+      this.measured(t0);
       return;
     }
     result.then(
       (fields) => {
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
+        this.measured(t0);
       },
       (err: unknown) => {
-        const code = toClientCode(err);
-        if (code === ClientErrorCode.INTERNAL) {
-          this.counters.internalErrors++;
-          this.log.error({ err, op: req.op }, 'request failed');
-        }
+        const code = this.countError(err, req.op);
         const message = err instanceof ClientError ? err.message : 'internal error';
         conn.reply(errorReply(req.op, req.id, code, message));
         conn.requestDone();
+        this.measured(t0);
       },
     );
   }
 
-  private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined): void {
-    const call = new FindCall(conn, id, name, lang);
+  /** A request that started at `t0` has had its reply. */
+  private measured(t0: number): void {
+    const now = monotonicMs();
+    this.latency.record(now - t0, now);
+  }
+
+  /** Counts a failed request (off the hot path); its client code. */
+  private countError(err: unknown, op: string): ClientErrorCode {
+    const code = toClientCode(err);
+    this.counters.errors++;
+    if (code === ClientErrorCode.TIMEOUT) this.counters.timeouts++;
+    else if (code === ClientErrorCode.INTERNAL) {
+      this.counters.internalErrors++;
+      this.log.error({ err, op }, 'request failed');
+    }
+    return code;
+  }
+
+  private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined, t0: number): void {
+    this.counters.finds++;
+    const call = new FindCall(conn, id, name, lang, t0);
     try {
       this.shards.sendFind(name, this, call);
     } catch (err) {
@@ -137,6 +169,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       conn.replyJson(`{"op":"chat","id":${call.id},"ok":true,"command":"find","result":${result},"text":${JSON.stringify(text)}}`);
     }
     conn.requestDone();
+    this.measured(call.t0);
   }
 
   /** A find that got no answer (ReplySink). */
@@ -145,14 +178,11 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   private failFind(call: FindCall, err: unknown): void {
-    const code = toClientCode(err);
-    if (code === ClientErrorCode.INTERNAL) {
-      this.counters.internalErrors++;
-      this.log.error({ err, op: 'find' }, 'request failed');
-    }
+    const code = this.countError(err, 'find');
     const message = err instanceof ClientError ? err.message : 'internal error';
     call.conn.reply(errorReply(call.lang === undefined ? 'find' : 'chat', call.id, code, message));
     call.conn.requestDone();
+    this.measured(call.t0);
   }
 
   /** `cmd`: the chat text's slash command, when onFrame has parsed it already. */
@@ -313,12 +343,27 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   status(): Record<string, unknown> {
     return {
       role: 'chatd',
+      pid: process.pid,
+      uptimeS: uptimeS(),
       sessions: this.sessions.size,
       ending: this.reaper.ending.size,
       counters: { ...this.counters },
       reaper: { ...this.reaper.counters },
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
+      metrics: this.metrics(),
+    };
+  }
+
+  /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
+  metrics(): ProcessMetrics {
+    const c = this.counters;
+    const front = this.options.front?.() ?? { connections: 0, inFlight: 0 };
+    return {
+      counters: { requests: c.requests, finds: c.finds, timeouts: c.timeouts, rateLimited: c.rateLimited, errors: c.errors, internalErrors: c.internalErrors },
+      gauges: { sessions: this.sessions.size, connections: front.connections, inFlight: front.inFlight, ending: this.reaper.ending.size },
+      latency: this.latency.summary(monotonicMs()),
+      sessionsPerChannel: this.sessions.perChannel(),
     };
   }
 

@@ -54,7 +54,7 @@ export class ChatdServer {
       this.sessions,
       this.reaper,
       createRequestValidator({ channels: config.channels }),
-      { channels: config.channels, requestTimeoutMs: config.requestTimeoutMs },
+      { channels: config.channels, requestTimeoutMs: config.requestTimeoutMs, front: () => this.frontGauges() },
       log,
     );
     this.legacy = new LegacyGateway(transport, this.shards, log);
@@ -177,6 +177,13 @@ export class ChatdServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Connections and the requests they have in flight (a walk over the connections: for reads, not per request). */
+  frontGauges(): { connections: number; inFlight: number } {
+    let inFlight = 0;
+    for (const c of this.connections) inFlight += c.inFlight;
+    return { connections: this.connections.size, inFlight };
   }
 
   /** Stops accepting, ends every session (so the shards forget them), then stops receiving. */

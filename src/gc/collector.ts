@@ -4,6 +4,9 @@ import type { Config } from '../config';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Logger } from '../log';
+import { queueFill } from '../ipc/queue-fill';
+import type { QueueStat } from '../ipc/transport';
+import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { DeathCleanup, type CleanupReport } from './death-cleanup';
 import { defaultTimings, newCounters, type CollectorCounters, type CollectorTimings, type GcContext } from './gc-context';
 import { Membership, type SupervisorEvent } from './membership';
@@ -186,8 +189,9 @@ export class Collector {
   /** The collector's status: counters, process table, queue figures. */
   status(): Record<string, unknown> {
     let queue: unknown;
+    let stat: QueueStat | undefined;
     try {
-      queue = this.endpoint.transport.stat();
+      queue = stat = this.endpoint.transport.stat();
     } catch (err) {
       queue = { error: (err as Error).message };
     }
@@ -197,6 +201,7 @@ export class Collector {
       pid: process.pid,
       incarnation: this.endpoint.incarnation,
       uptimeMs: now - this.startedAt,
+      uptimeS: uptimeS(),
       warming: this.warming,
       shards: this.shards,
       counters: { ...this.counters },
@@ -213,6 +218,44 @@ export class Collector {
       hygiene: { ...this.hygiene.counters, byClass: { ...this.hygiene.counters.byClass } },
       transport: this.endpoint.transport.counters(),
       endpoint: { ...this.endpoint.counters, pending: this.endpoint.pendingRequests },
+      metrics: this.metrics(stat),
+    };
+  }
+
+  /** The queue's kernel figures, or undefined when they cannot be read (the queue may be gone). */
+  queueStat(): QueueStat | undefined {
+    try {
+      return this.endpoint.transport.stat();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. `stat`: the
+   * queue's figures when the caller has them already (read now otherwise); without them the
+   * queue gauges are left out.
+   */
+  metrics(stat: QueueStat | undefined = this.queueStat()): ProcessMetrics {
+    const c = this.counters;
+    const gauges: Record<string, number> = { processes: this.table.live().length, cleanupsInProgress: this.deaths.inProgress };
+    if (stat) {
+      gauges.queueMessages = stat.messages;
+      gauges.queueBytes = stat.bytes;
+      gauges.queueFill = Math.round(queueFill(stat).fill * 10_000) / 10_000;
+    }
+    return {
+      counters: {
+        // Session ends done: the entry removed, or nothing to remove (its shard restarted empty).
+        sessionCleanups: c.sessionEndsRemoved + c.sessionEndsShardDead,
+        sessionCleanupsFailed: c.sessionEndsUnavailable,
+        deathsSeen: c.deaths,
+        purges: c.cleanupsDone,
+        purgedEntries: c.purgedEntries,
+        drainedMessages: c.drainedMessages,
+        heartbeats: c.heartbeats,
+      },
+      gauges,
     };
   }
 
