@@ -178,7 +178,8 @@ export class ClusterView {
     const row: ProcessRow = {
       ...base,
       state: 'up',
-      ...(f.state !== undefined && f.state !== 'serving' ? { detail: f.state } : {}),
+      // A shard's state is news only when it is not `live` (e.g. `recovering`).
+      ...(f.state !== undefined && f.state !== 'live' ? { detail: f.state } : {}),
       ...(f.pid !== undefined ? { pid: f.pid } : {}),
       ...(f.uptimeS !== undefined ? { uptimeS: f.uptimeS } : {}),
       ...(a.ms !== undefined ? { statusMs: a.ms } : {}),

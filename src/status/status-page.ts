@@ -28,7 +28,8 @@ export const STATUS_PAGE = `<!doctype html>
   section { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; min-width:0; }
   section.wide { grid-column: 1 / -1; }
   table { border-collapse:collapse; width:100%; font-variant-numeric: tabular-nums; }
-  th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
+  th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); white-space:nowrap; vertical-align:top; }
+  td.wrap { white-space:normal; font-size:12px; color:var(--dim); min-width:200px; }
   th { color:var(--dim); font-weight:500; }
   td.num, th.num { text-align:right; }
   canvas { width:100%; height:180px; display:block; }
@@ -51,7 +52,7 @@ export const STATUS_PAGE = `<!doctype html>
   <section class="wide">
     <h2>Processes</h2>
     <table id="processes">
-      <thead><tr><th>process</th><th>state</th><th class="num">pid</th><th class="num">uptime</th><th class="num">STATUS ms</th><th>figures</th><th>per second</th></tr></thead>
+      <thead><tr><th>process</th><th>state</th><th class="num">pid</th><th class="num">uptime</th><th class="num">STATUS ms</th><th>gauges</th><th>per second (non-zero)</th></tr></thead>
       <tbody></tbody>
     </table>
   </section>
@@ -99,8 +100,9 @@ export const STATUS_PAGE = `<!doctype html>
     if (s < 86400) return (s / 3600).toFixed(1) + ' h';
     return (s / 86400).toFixed(1) + ' d';
   }
-  function pairs(obj, limit) {
-    var keys = Object.keys(obj || {}).sort();
+  function pairs(obj, limit, skipZero) {
+    var keys = Object.keys(obj || {}).filter(function (k) { return !skipZero || obj[k] !== 0; }).sort();
+    if (!keys.length) return '–';
     return keys.slice(0, limit).map(function (k) { return k + ' ' + fmt(obj[k]); }).join(', ') + (keys.length > limit ? ', …' : '');
   }
 
@@ -130,8 +132,8 @@ export const STATUS_PAGE = `<!doctype html>
       cell(tr, p.pid === undefined ? '–' : String(p.pid), 'num');
       cell(tr, p.state === 'up' ? duration(p.uptimeS) : (p.lastSeen ? 'seen ' + duration((s.at - p.lastSeen) / 1000) + ' ago' : '–'), 'num');
       cell(tr, p.statusMs === undefined || p.state !== 'up' ? '–' : String(p.statusMs), 'num');
-      cell(tr, pairs(p.gauges, 6));
-      cell(tr, pairs(p.rates, 5));
+      cell(tr, pairs(p.gauges, 8), 'wrap');
+      cell(tr, pairs(p.rates, 6, true), 'wrap');
       rows.push(tr);
     });
     body.replaceChildren.apply(body, rows);
@@ -190,7 +192,8 @@ export const STATUS_PAGE = `<!doctype html>
       var y = top + ph - (ph * i) / 4;
       g.beginPath(); g.moveTo(left, Math.round(y) + 0.5); g.lineTo(left + pw, Math.round(y) + 0.5); g.stroke();
       g.textAlign = 'right'; g.textBaseline = 'middle';
-      g.fillText(fmt((max * i) / 4), left - 6, y);
+      var tick = (max * i) / 4;
+      g.fillText(Number.isInteger(tick) ? fmt(tick) : String(Math.round(tick * 100) / 100), left - 6, y);
     }
     var n = times.length;
     if (n > 0) {
@@ -202,6 +205,8 @@ export const STATUS_PAGE = `<!doctype html>
       series.forEach(function (s, k) {
         g.strokeStyle = COLORS[k % COLORS.length];
         g.lineWidth = 2;
+        // The second series dashed: where both are equal (all requests are finds) both stay visible.
+        g.setLineDash(k === 1 ? [6, 4] : []);
         g.beginPath();
         var pen = false;
         for (var j = 0; j < n; j++) {
@@ -214,6 +219,7 @@ export const STATUS_PAGE = `<!doctype html>
         }
         g.stroke();
       });
+      g.setLineDash([]);
     }
     var lastValues = series.map(function (s) { var v = s.values[s.values.length - 1]; return v === null || v === undefined ? '' : String(Math.round(v * 100) / 100); });
     canvas.setAttribute('data-points', String(n));

@@ -167,7 +167,7 @@ export class StatusPoller {
     if (q.state !== this.lastQueueState) {
       this.lastQueueState = q.state;
       if (q.state === 'ok') this.log.info({ key: q.key, queueId: q.id }, 'queue open');
-      else if (q.state === 'refused') this.log.error({ key: q.key, code: (err as QueueTrustError).code }, `refusing queue: ${q.problem}`);
+      else if (q.state === 'refused') this.log.error({ key: q.key, code: (err as QueueTrustError).code }, `queue refused, not used: ${q.problem}`);
       else this.log.warn({ key: q.key, err }, `queue ${q.state}: ${q.problem}`);
     }
     return q;
