@@ -5,6 +5,8 @@ import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-en
 import { Heartbeat } from '../runtime/heartbeat';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
+import { publishToPm2 } from '../runtime/pm2-metrics';
+import { channeldPm2 } from './pm2-figures';
 import { join } from 'node:path';
 import { ReplicaWriter, createReplicaMemory } from './directory-replica';
 import type { FindInlineData } from './find-inline';
@@ -30,10 +32,13 @@ function main(): void {
   const replica = replicaMemory ? new ReplicaWriter(replicaMemory) : undefined;
   const server = new ShardServer(ce.endpoint, { shard, shards: config.shards, recoveryMs: config.shardRecoveryMs, log, ...(replica ? { replica } : {}) });
   server.start();
+  // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
+  const pm2 = publishToPm2(channeldPm2(server), log);
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   const heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs);
   heartbeat.start();
   onShutdown(log, async () => {
+    pm2.stop();
     heartbeat.stop();
     server.stop();
     await ce.close();

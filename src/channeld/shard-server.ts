@@ -154,6 +154,41 @@ export class ShardServer {
     for (const w of this.liveWaiters.splice(0)) w();
   }
 
+  /** The shard's STATUS reply (also `pm2 trigger channeld status`). */
+  status(): Record<string, unknown> {
+    return {
+      role: 'channeld',
+      shard: this.options.shard,
+      pid: process.pid,
+      uptimeS: uptimeS(),
+      state: this.state,
+      waitingFor: this.waitingFor(),
+      entries: this.directory.size,
+      counters: { ...this.counters },
+      ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
+      endpoint: { ...this.endpoint.counters },
+      metrics: this.metrics(),
+    };
+  }
+
+  /**
+   * What the directory holds, counted (`pm2 trigger channeld dump-counts`): entries per
+   * channel and per owner (chatD mtype:incarnation), removals remembered. One walk over the
+   * directory: for an operator, not for a loop.
+   */
+  dumpCounts(): Record<string, unknown> {
+    return {
+      shard: this.options.shard,
+      state: this.state,
+      entries: this.directory.size,
+      perChannel: this.directory.perChannel(),
+      perOwner: Object.fromEntries(this.directory.owners()),
+      tombstones: this.tombstones.size,
+      replica: this.options.replica ? replicaCounters(this.options.replica) : undefined,
+      counters: this.metrics().counters,
+    };
+  }
+
   /**
    * FINDs the receiver thread answered on its own, since start (0 without a replica). Its
    * counter is an Int32 slot that wraps after 2^32: read as uint32, and the change since the
@@ -296,22 +331,7 @@ export class ShardServer {
         return reply(Status.OK, encodePayload('count', { count, conflicts }));
       }
       case Kind.STATUS:
-        return reply(
-          Status.OK,
-          encodePayload('status', {
-            role: 'channeld',
-            shard: this.options.shard,
-            pid: process.pid,
-            uptimeS: uptimeS(),
-            state: this.state,
-            waitingFor: this.waitingFor(),
-            entries: d.size,
-            counters: { ...this.counters },
-            ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
-            endpoint: { ...this.endpoint.counters },
-            metrics: this.metrics(),
-          }),
-        );
+        return reply(Status.OK, encodePayload('status', this.status()));
       default:
         this.counters.badRequests++;
         return reply(Status.BAD_REQUEST, EMPTY);

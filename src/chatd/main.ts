@@ -3,7 +3,9 @@ import { chatdMtype } from '../ipc/mtypes';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { publishToPm2 } from '../runtime/pm2-metrics';
 import { ChatdServer } from './chatd-server';
+import { chatdPm2 } from './pm2-figures';
 
 /** chatD entry point (PM2 app `chatd`, one instance). */
 async function main(): Promise<void> {
@@ -15,7 +17,10 @@ async function main(): Promise<void> {
   const mtype = chatdMtype(index);
   const ce = openClusterEndpoint(config, log, mtype);
   const server = new ChatdServer(config, ce.transport, ce.endpoint, log, index);
+  // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
+  const pm2 = publishToPm2(chatdPm2(server), log);
   onShutdown(log, async () => {
+    pm2.stop();
     await server.stop();
     await ce.transport.close();
   });

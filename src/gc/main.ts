@@ -5,7 +5,9 @@ import type { SysvQueue } from '../ipc/sysv/sysv-queue';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { publishToPm2 } from '../runtime/pm2-metrics';
 import { Collector } from './collector';
+import { gcPm2 } from './pm2-figures';
 import { Pm2Watch } from './pm2-watch';
 
 /** Bound on one drain, so that a sender faster than us cannot keep the collector in a loop. */
@@ -58,10 +60,13 @@ function main(): void {
   });
   log.info({ config, timings: collector.timings, queueId: queue.id, msgmax: queue.maxMessageBytes, mtype: MTYPE_GC, incarnation }, 'starting');
   collector.start();
+  // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
+  const pm2 = publishToPm2(gcPm2(collector), log);
   const watch = new Pm2Watch(log.child({ component: 'pm2-watch' }), (ev) => collector.supervisorEvent(ev));
   void watch.start();
   exitWhenReceiverEnds(endpoint.receiver, log);
   onShutdown(log, async () => {
+    pm2.stop();
     collector.stop();
     await watch.stop();
     await close();
