@@ -1,3 +1,4 @@
+import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../config';
 import { createLogger } from '../log';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
@@ -18,8 +19,11 @@ async function main(): Promise<void> {
   log.info({ config }, 'starting');
   const app = new StatusApp(config, log);
   onShutdown(log, () => app.stop());
+  const url = (a: AddressInfo): string => `http://${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}/`;
   const address = await app.start(config.statusHost, config.statusPort);
-  ready(log, { address: `http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}/`, mqKey: config.mqKey });
+  // Ready even while the port is still taken (a reload's old process lets go of it once we are).
+  ready(log, address ? { address: url(address), mqKey: config.mqKey } : { waitingForPort: config.statusPort, mqKey: config.mqKey });
+  if (!address) void app.listening?.then((a) => a && log.info({ address: url(a) }, 'serving'));
 }
 
 void main();

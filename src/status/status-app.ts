@@ -6,8 +6,8 @@ import { PrometheusExport } from './prometheus';
 import { StatusPoller, defaultPollerTimings, type PollerTimings } from './status-poller';
 import { StatusServer } from './status-server';
 
-/** How long to wait between tries when the port is taken (another status app, a leftover). */
-const LISTEN_RETRY_MS = 5000;
+/** How long to wait between tries when the port is taken (a reload's old process, a leftover). */
+const LISTEN_RETRY_MS = 1000;
 
 /**
  * The status app: a poller that asks the cluster for STATUS every round, the view that keeps
@@ -46,18 +46,40 @@ export class StatusApp {
     );
   }
 
-  /** Runs the first round, then listens (retrying while the port is taken) and keeps polling. */
-  async start(host: string, port: number): Promise<AddressInfo> {
+  /**
+   * Runs the first round, then listens. A port that is taken (during `pm2 reload` the old
+   * status process holds it until the new one says ready) is not fatal: this resolves with
+   * undefined and keeps trying every second in the background; `listening` says when it got it.
+   */
+  async start(host: string, port: number): Promise<AddressInfo | undefined> {
     await this.runRound();
     this.schedule();
+    try {
+      return await this.server.listen(host, port);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      this.log.warn({ host, port, retryMs: LISTEN_RETRY_MS }, 'status port in use; trying again every second');
+      this.listening = this.retryListen(host, port);
+      return undefined;
+    }
+  }
+
+  /** Settles once the server listens after a first EADDRINUSE (undefined when stopped first). */
+  listening: Promise<AddressInfo | undefined> | undefined;
+
+  private async retryListen(host: string, port: number): Promise<AddressInfo | undefined> {
     for (;;) {
+      await new Promise((r) => setTimeout(r, LISTEN_RETRY_MS));
+      if (this.stopped) return undefined;
       try {
-        return await this.server.listen(host, port);
+        const address = await this.server.listen(host, port);
+        this.log.info({ host, port: address.port }, 'status port free: listening');
+        return address;
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'EADDRINUSE' || this.stopped) throw err;
-        this.log.warn({ host, port, retryMs: LISTEN_RETRY_MS }, 'status port in use; trying again');
-        await new Promise((r) => setTimeout(r, LISTEN_RETRY_MS));
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') {
+          this.log.error({ err, host, port }, 'status port: cannot listen');
+          throw err;
+        }
       }
     }
   }
