@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { BUCKETS, LatencyHistogram, RateMeter, bucketHigh, bucketLow, bucketOf, quantiles } from '../../../src/runtime/metrics';
+import { BUCKETS, LatencyHistogram, LatencySampler, RateMeter, bucketHigh, bucketLow, bucketOf, quantiles } from '../../../src/runtime/metrics';
 
 /** The exact q-quantile (nearest rank) of a list of values. */
 function exactQuantile(values: number[], q: number): number {
@@ -177,5 +177,65 @@ describe('runtime - metrics: rate meter', () => {
     t = 2000;
     n = 10;
     expect(m.rate()).to.equal(0);
+  });
+});
+
+describe('runtime - metrics: latency sampler', () => {
+  /** Drives `perS` requests a second for `seconds`, each taking `ms(i)`, on a fake clock. */
+  function drive(sampler: LatencySampler, clock: { t: number }, perS: number, seconds: number, ms: (i: number) => number): { timed: number; total: number } {
+    let timed = 0;
+    const total = perS * seconds;
+    const start = clock.t;
+    for (let i = 0; i < total; i++) {
+      clock.t = start + (i * 1000) / perS;
+      const t0 = sampler.start();
+      const stride = sampler.stride;
+      if (t0 >= 0) timed++;
+      clock.t += ms(i);
+      sampler.end(t0, stride);
+      clock.t -= ms(i);
+    }
+    clock.t = start + seconds * 1000;
+    return { timed, total };
+  }
+
+  it('times every request below 1,024 a second', () => {
+    const clock = { t: 0 };
+    const s = new LatencySampler(new LatencyHistogram(), 1024, () => clock.t);
+    const r = drive(s, clock, 500, 5, () => 2);
+    expect(r.timed).to.equal(r.total);
+    expect(s.stride).to.equal(1);
+    const sum = s.histogram.summary(clock.t + 1);
+    expect(sum.count).to.equal(2500);
+    expect(sum.p50Ms).to.be.closeTo(2, 2 * 0.0625);
+  });
+
+  it('times about 1,024 a second at high rates, each counting for its stride: count and percentiles still estimate every request', () => {
+    const clock = { t: 0 };
+    const s = new LatencySampler(new LatencyHistogram(), 1024, () => clock.t);
+    // 50,000 req/s for 10 s; one request in 200 (at random) takes 20 ms, the rest 0.5 ms.
+    const next = rng(7);
+    const slow = new Set<number>();
+    for (let i = 0; i < 500_000; i++) if (next() < 0.005) slow.add(i);
+    const r = drive(s, clock, 50_000, 10, (i) => (slow.has(i) ? 20 : 0.5));
+    expect(s.stride).to.equal(64); // 50,000 / 64 = 781 samples a second
+    // Every request of the first 250 ms, then one in 64.
+    expect(r.timed).to.be.below(50_000 / 4 + 10 * 1024);
+    const sum = s.histogram.summary(clock.t + 1);
+    expect(sum.count).to.be.within(0.9 * 500_000, 1.1 * 500_000);
+    expect(sum.p50Ms).to.be.closeTo(0.5, 0.5 * 0.0625);
+    expect(sum.p99Ms).to.be.closeTo(0.5, 0.5 * 0.0625);
+    // p99.9 is in the slow tail: the sample sees it as the population does.
+    const q = quantiles(s.histogram.window(clock.t + 1), [0.999]);
+    expect(q.values[0]).to.be.closeTo(20, 20 * 0.0625);
+  });
+
+  it('comes back to timing every request when the rate falls', () => {
+    const clock = { t: 0 };
+    const s = new LatencySampler(new LatencyHistogram(), 1024, () => clock.t);
+    drive(s, clock, 40_000, 3, () => 1);
+    expect(s.stride).to.be.above(1);
+    drive(s, clock, 100, 3, () => 1);
+    expect(s.stride).to.equal(1);
   });
 });
