@@ -20,7 +20,9 @@ export type LoginOutcome = 'ok' | 'taken';
  *
  * An entry belongs to one session of one chatD incarnation. Since one mtype is held by one
  * live process at a time, an entry whose owner mtype matches the asker but whose incarnation
- * does not is left over from a chatD that died: it yields to the new one at once.
+ * does not is left over from a chatD that died: it yields to the new one at once. (The shard
+ * asks this only for a chatD incarnation the collector names live, so the other is dead:
+ * ShardServer.admit.)
  */
 export class Directory {
   private readonly byKey = new Map<string, DirectoryEntry>();

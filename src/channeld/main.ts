@@ -30,16 +30,25 @@ function main(): void {
     ? (incarnation) => ({ module: join(__dirname, 'find-inline.js'), data: { replica: replicaMemory, shard, shards: config.shards, mtype, incarnation } satisfies FindInlineData })
     : undefined);
   const replica = replicaMemory ? new ReplicaWriter(replicaMemory) : undefined;
-  const server = new ShardServer(ce.endpoint, { shard, shards: config.shards, recoveryMs: config.shardRecoveryMs, log, ...(replica ? { replica } : {}) });
+  // The heartbeat's answer names the live chatDs: only they may change the directory.
+  let heartbeat: Heartbeat | undefined;
+  const server = new ShardServer(ce.endpoint, {
+    shard,
+    shards: config.shards,
+    recoveryMs: config.shardRecoveryMs,
+    log,
+    askMembership: () => heartbeat?.beatNow(),
+    ...(replica ? { replica } : {}),
+  });
+  heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m));
   server.start();
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
   const pm2 = publishToPm2(channeldPm2(server), log);
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
-  const heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs);
   heartbeat.start();
   onShutdown(log, async () => {
     pm2.stop();
-    heartbeat.stop();
+    heartbeat?.stop();
     server.stop();
     await ce.close();
   });

@@ -1,4 +1,3 @@
-import { RateMeter } from '../runtime/metrics';
 import { memo, type Pm2Action, type Pm2Figure } from '../runtime/pm2-metrics';
 import type { ShardServer } from './shard-server';
 
@@ -8,13 +7,11 @@ import type { ShardServer } from './shard-server';
  */
 export function channeldPm2(server: ShardServer): { figures: Pm2Figure[]; actions: Pm2Action[] } {
   const m = memo(() => server.metrics());
-  const reqs = new RateMeter(() => m().counters.requests!);
-  const finds = new RateMeter(() => m().counters.finds!);
   return {
     figures: [
       { name: 'Entries', read: () => m().gauges.entries },
-      { name: 'Req/s', unit: 'req/s', read: () => round1(reqs.rate()) },
-      { name: 'Finds/s', unit: 'req/s', read: () => round1(finds.rate()) },
+      { name: 'Req/s', unit: 'req/s', read: () => m().rates?.requests },
+      { name: 'Finds/s', unit: 'req/s', read: () => m().rates?.finds },
       { name: 'Finds', read: () => m().counters.finds },
       { name: 'Logins', read: () => m().counters.logins },
       { name: 'Logouts', read: () => m().counters.logouts },
@@ -26,5 +23,3 @@ export function channeldPm2(server: ShardServer): { figures: Pm2Figure[]; action
     ],
   };
 }
-
-const round1 = (x: number): number => Math.round(x * 10) / 10;

@@ -2,9 +2,9 @@ import { Kind, Status, kindName } from '../cluster/kinds';
 import { EMPTY, decodePayload, encodePayload, type PayloadName, type PayloadTypes } from '../cluster/messages';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
-import { MTYPE_GC } from '../ipc/mtypes';
+import { MTYPE_GC, isChatdMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
-import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
+import { RateMeter, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { shardFor, shardOfKey } from '../cluster/shard-for';
 import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
 import { Directory } from './directory';
@@ -38,6 +38,24 @@ export interface ShardServerOptions {
   log: Logger;
   /** The shared-memory copy of the directory that the receiver thread answers FINDs from. */
   replica?: ReplicaWriter;
+  /**
+   * Asks the collector for a fresh membership now (an extra heartbeat), whose answer comes
+   * back through noteMembership(): used when a chatD incarnation the shard does not know
+   * asks to change the directory.
+   */
+  askMembership?: () => void;
+  /** How long such a request waits for the collector to vouch for its sender (default 1500 ms). */
+  vouchMs?: number;
+}
+
+/** Requests from unvouched chatD incarnations waiting for the collector's word, at most. */
+const MAX_PARKED = 4096;
+
+/** A request parked until the collector says whether its sender is a live chatD. */
+interface Parked {
+  readonly rec: InboundRecord;
+  readonly reply: ReplyFn;
+  readonly at: number;
 }
 
 /** How many removals a shard remembers so that a late SYNC cannot revive them. */
@@ -70,8 +88,25 @@ export class ShardServer {
   /**
    * Records of this thread (the receiver thread's inline FINDs are counted in the replica's
    * control block: metrics() adds them). logins: LOGINs recorded; logouts: entries REMOVEd.
+   * parked / unvouched / refusedPurges: see admit() and purgeAllowed().
    */
-  readonly counters = { requests: 0, finds: 0, logins: 0, logouts: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0 };
+  readonly counters = { requests: 0, finds: 0, logins: 0, logouts: 0, badRequests: 0, wrongShard: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0 };
+  /**
+   * chatD mtype -> its live incarnation, in the collector's word (HELLO answer, heartbeat
+   * membership). Only these may change the directory (docs/reliability.md "Who may change the
+   * directory"): a record claiming another incarnation waits for the collector's next word.
+   */
+  private readonly liveChatds = new Map<number, number>();
+  /**
+   * Whether the collector's heartbeat answer named the live chatDs yet. Until it has (the first
+   * heartbeat is sent at start) and with a collector of an earlier version, which never names
+   * them, nothing is checked: directory changes are taken from any chatD, as before.
+   */
+  private chatdsKnown = false;
+  /** "mtype:incarnation" -> requests of that unvouched sender, in arrival order. */
+  private readonly parked = new Map<string, Parked[]>();
+  private parkedCount = 0;
+  private parkTimer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   /** Where reply payloads are written (the endpoint copies them into the envelope at once). */
   private readonly scratch = Buffer.allocUnsafe(MAX_FIND_REPLY_BYTES);
@@ -205,6 +240,8 @@ export class ShardServer {
   }
   private inlineTotal = 0;
   private inlineLast = 0;
+  private readonly requestRate = new RateMeter(() => this.counters.requests + this.inlineTotal);
+  private readonly findRate = new RateMeter(() => this.counters.finds + this.inlineTotal);
 
   /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
   metrics(): ProcessMetrics {
@@ -213,6 +250,7 @@ export class ShardServer {
     return {
       counters: { requests: c.requests + inline, finds: c.finds + inline, inlineFinds: inline, logins: c.logins, logouts: c.logouts, badRequests: c.badRequests, unavailable: c.unavailable },
       gauges: { entries: this.directory.size, live: this.state === 'live' ? 1 : 0 },
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
     };
   }
 
@@ -224,11 +262,104 @@ export class ShardServer {
   stop(): void {
     if (this.recoveryTimer) clearInterval(this.recoveryTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
+    if (this.parkTimer) clearInterval(this.parkTimer);
+    this.parkTimer = undefined;
+    for (const list of this.parked.values()) for (const p of list) p.reply(Status.UNAVAILABLE, EMPTY);
+    this.parked.clear();
+    this.parkedCount = 0;
+  }
+
+  /** The collector's heartbeat answer (its `chatds`, when it sends them). */
+  noteMembership(m: { chatds?: readonly (readonly [number, number])[] }): void {
+    if (m.chatds) this.noteChatds(m.chatds);
+    else this.chatdsKnown = false; // a collector of an earlier version: the check cannot be made
+  }
+
+  private noteChatds(chatds: readonly (readonly [number, number])[]): void {
+    this.liveChatds.clear();
+    for (const [mtype, inc] of chatds) this.liveChatds.set(mtype, inc);
+    this.chatdsKnown = true;
+    this.settleParked(false);
+  }
+
+  /** Whether the collector vouches for this chatD incarnation (or never spoke of chatDs: an older collector). */
+  private vouched(mtype: number, inc: number): boolean {
+    return !this.chatdsKnown || this.liveChatds.get(mtype) === inc;
+  }
+
+  /**
+   * Lets a request that changes the directory through only when its sender is a chatD the
+   * collector vouches for; otherwise parks it (with any later request of the same sender, so
+   * their order holds) and asks the collector. True when the caller may go on now.
+   *
+   * A chatD that just restarted is vouched for within one heartbeat round trip: the collector
+   * admits it on its first heartbeat (sent before it asks anything of a shard) once its
+   * predecessor is seen gone. A forged incarnation never is: its requests get UNAVAILABLE.
+   */
+  private admit(rec: InboundRecord, reply: ReplyFn): boolean {
+    const id = `${rec.from}:${rec.fromIncarnation}`;
+    const waiting = this.parked.get(id);
+    if (!waiting && this.vouched(rec.from, rec.fromIncarnation)) return true;
+    if (this.parkedCount >= MAX_PARKED) {
+      this.counters.unvouched++;
+      reply(Status.UNAVAILABLE, EMPTY);
+      return false;
+    }
+    const p: Parked = { rec: { ...rec, payload: Buffer.from(rec.payload) }, reply, at: Date.now() };
+    if (waiting) waiting.push(p);
+    else this.parked.set(id, [p]);
+    this.parkedCount++;
+    this.counters.parked++;
+    if (!this.parkTimer) {
+      this.parkTimer = setInterval(() => this.settleParked(true), 100);
+      this.parkTimer.unref();
+    }
+    this.ask(p.at);
+    return false;
+  }
+
+  private lastAsk = 0;
+  /** askMembership, at most every 50 ms (a flood of unvouched requests is one question). */
+  private ask(now: number): void {
+    if (now - this.lastAsk < 50) return;
+    this.lastAsk = now;
+    this.options.askMembership?.();
+  }
+
+  /** Runs the parked requests of senders now vouched for; refuses those that waited too long. */
+  private settleParked(tick: boolean): void {
+    if (this.parkedCount === 0) return;
+    const now = Date.now();
+    const vouchMs = this.options.vouchMs ?? 1500;
+    for (const [id, list] of [...this.parked]) {
+      const { from, fromIncarnation } = list[0]!.rec;
+      if (this.vouched(from, fromIncarnation)) {
+        this.parked.delete(id);
+        this.parkedCount -= list.length;
+        for (const p of list) this.run(p.rec, p.reply);
+      } else if (now - list[0]!.at >= vouchMs) {
+        this.parked.delete(id);
+        this.parkedCount -= list.length;
+        this.counters.unvouched += list.length;
+        this.log.warn({ from, fromIncarnation, requests: list.length }, 'requests from a chatD incarnation the collector does not vouch for: refused (UNAVAILABLE)');
+        for (const p of list) p.reply(Status.UNAVAILABLE, EMPTY);
+      }
+    }
+    if (this.parkedCount === 0) {
+      if (this.parkTimer) clearInterval(this.parkTimer);
+      this.parkTimer = undefined;
+    } else if (tick) {
+      this.ask(now);
+    }
   }
 
   private onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
     if (!reply) return; // every shard record is a request; one-way ones have no business here
     this.counters.requests++;
+    this.run(rec, reply);
+  }
+
+  private run(rec: InboundRecord, reply: ReplyFn): void {
     try {
       this.handle(rec, reply);
     } catch (err) {
@@ -250,6 +381,34 @@ export class ShardServer {
     if (shardFor(name, this.options.shards) === this.options.shard) return true;
     // A sender with another CHANNELD_SHARDS: refuse rather than answer for names we don't own.
     this.counters.wrongShard++;
+    reply(Status.BAD_REQUEST, EMPTY);
+    return false;
+  }
+
+  /** LOGIN, MOVE and SYNC come from chatDs only. */
+  private fromChatd(rec: InboundRecord, reply: ReplyFn): boolean {
+    if (isChatdMtype(rec.from)) return true;
+    this.counters.badRequests++;
+    reply(Status.BAD_REQUEST, EMPTY);
+    return false;
+  }
+
+  /**
+   * Who may PURGE what: the collector, an incarnation that is dead (never the live one: the
+   * collector's word on who is live may be a heartbeat behind, so that is UNAVAILABLE and it
+   * retries); a chatD, its own earlier incarnations (`ownerInc` 0, `keep` its own), once vouched for.
+   */
+  private purgeAllowed(rec: InboundRecord, p: { owner: number; ownerInc: number; keep?: number }, reply: ReplyFn): boolean {
+    if (rec.from === MTYPE_GC && p.ownerInc !== 0) {
+      if (this.liveChatds.get(p.owner) !== p.ownerInc) return true;
+      this.counters.refusedPurges++;
+      this.ask(Date.now());
+      reply(Status.UNAVAILABLE, EMPTY);
+      return false;
+    }
+    if (rec.from === p.owner && p.ownerInc === 0 && p.keep === rec.fromIncarnation) return this.admit(rec, reply);
+    this.counters.refusedPurges++;
+    this.counters.badRequests++;
     reply(Status.BAD_REQUEST, EMPTY);
     return false;
   }
@@ -284,20 +443,26 @@ export class ShardServer {
       }
       case Kind.LOGIN: {
         const p = this.decode('login', rec, reply);
-        if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
+        if (!p || !this.mine(p.name, reply) || this.unavailable(reply) || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
         const outcome = d.login(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
         if (outcome === 'ok') this.counters.logins++;
         return reply(outcome === 'ok' ? Status.OK : Status.NAME_TAKEN, EMPTY);
       }
       case Kind.MOVE: {
         const p = this.decode('move', rec, reply);
-        if (!p || !this.mine(p.name, reply) || this.unavailable(reply)) return;
+        if (!p || !this.mine(p.name, reply) || this.unavailable(reply) || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
         const ok = d.move(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
         return reply(ok ? Status.OK : Status.NOT_FOUND, EMPTY);
       }
       case Kind.REMOVE: {
         const p = this.decode('remove', rec, reply);
         if (!p || !this.mine(p.name, reply)) return;
+        // From the collector (a session's end), or from the owner itself (its fallback).
+        if (rec.from !== MTYPE_GC && (rec.from !== p.owner || rec.fromIncarnation !== p.ownerInc)) {
+          this.counters.badRequests++;
+          return reply(Status.BAD_REQUEST, EMPTY);
+        }
+        if (rec.from !== MTYPE_GC && !this.admit(rec, reply)) return;
         const removed = d.remove(p.name, p.owner, p.ownerInc, p.session);
         if (removed) this.counters.logouts++;
         // Kept after going live too: a chatD may resync a live shard (it saw its incarnation
@@ -308,14 +473,14 @@ export class ShardServer {
       }
       case Kind.PURGE: {
         const p = this.decode('purge', rec, reply);
-        if (!p) return;
+        if (!p || !this.purgeAllowed(rec, p, reply)) return;
         const count = d.purge(p.owner, p.ownerInc, p.keep ?? 0);
         if (count > 0) this.log.info({ owner: p.owner, ownerInc: p.ownerInc, count }, 'purged entries of a chatD incarnation');
         return reply(Status.OK, encodePayload('count', { count }));
       }
       case Kind.SYNC: {
         const p = this.decode('sync', rec, reply);
-        if (!p) return;
+        if (!p || !this.fromChatd(rec, reply) || !this.admit(rec, reply)) return;
         let count = 0;
         let conflicts = 0;
         for (const [name, session, channel] of p.entries) {
@@ -338,3 +503,5 @@ export class ShardServer {
     }
   }
 }
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;

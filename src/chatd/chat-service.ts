@@ -5,7 +5,7 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
-import { LatencySampler, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
+import { LatencySampler, RateMeter, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
@@ -45,19 +45,36 @@ export interface ChatServiceOptions {
 type Fields = Record<string, unknown>;
 
 /**
+ * Requests after which a connection's later requests wait until it is done: those that change
+ * the connection's character (docs/protocol.md, "Pipelining and order"). `cmd`: the chat
+ * text's slash command, when parsed.
+ */
+export function isBarrier(req: ClientRequest, cmd: SlashCommand | undefined): boolean {
+  return req.op === 'login' || req.op === 'move' || req.op === 'logout' || cmd?.kind === 'channel';
+}
+
+/**
  * The ops of PROTOCOL.md, for every connection of this chatD. Each request gets exactly one
  * reply: handlers return the success fields or throw a ClientError, and `onFrame` turns
  * either into the one reply.
+ *
+ * One connection's requests take effect in the order sent: while a login, move or logout
+ * (a barrier) of a connection is in flight, the requests read after it wait on the
+ * connection (`conn.waiting`) and run when it is done, as if it had completed first. Other
+ * requests run at once, concurrently (pipelined finds are not serialized).
  */
 export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   private nextSessionId = 1;
   /**
    * Plain increments on the request path (docs/operations.md, "Metrics"). `errors`: requests
    * answered ok:false, whatever the code (bad requests, rate limited and timeouts included).
+   * `waited`: requests that waited behind a login, move or logout of their connection.
    */
-  readonly counters = { requests: 0, finds: 0, timeouts: 0, rateLimited: 0, errors: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
-  /** Client request latency, request handled to reply written, over the last 10 s (sampled above 1,024 req/s). */
+  readonly counters = { requests: 0, finds: 0, timeouts: 0, rateLimited: 0, errors: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0, waited: 0 };
+  /** Client request latency, request started to reply written, over the last 10 s (sampled above 1,024 req/s). */
   readonly latency = new LatencySampler();
+  private readonly requestRate = new RateMeter(() => this.counters.requests);
+  private readonly findRate = new RateMeter(() => this.counters.finds);
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -86,6 +103,12 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       return;
     }
     conn.requestStarted();
+    if (conn.barrier) return this.wait(conn, req);
+    this.start(conn, req);
+  }
+
+  /** Runs a request admitted by onFrame (validated, token taken, counted in flight). */
+  private start(conn: ClientConnection, req: ClientRequest): void {
     const t0 = this.latency.start();
     const stride = this.latency.stride;
     // The hot path, `find` in both forms: no Promise, the reply written as a JSON string.
@@ -99,7 +122,10 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     try {
       result = this.dispatch(conn, req, cmd);
     } catch (err) {
-      result = Promise.reject(err);
+      // Refused before it started (NOT_LOGGED_IN, a bad channel): answered now, in order;
+      // it changed nothing, so what follows need not wait.
+      this.replyError(conn, req, err, t0, stride);
+      return;
     }
     if (!(result instanceof Promise)) {
       conn.reply(okReply(req.op, req.id, result));
@@ -107,18 +133,30 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       this.latency.end(t0, stride);
       return;
     }
+    if (!isBarrier(req, cmd)) {
+      result.then(
+        (fields) => {
+          conn.reply(okReply(req.op, req.id, fields));
+          conn.requestDone();
+          this.latency.end(t0, stride);
+        },
+        (err: unknown) => this.replyError(conn, req, err, t0, stride),
+      );
+      return;
+    }
+    conn.barrier = true;
     result.then(
       (fields) => {
+        conn.barrier = false;
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
         this.latency.end(t0, stride);
+        this.release(conn);
       },
       (err: unknown) => {
-        const code = this.countError(err, req.op);
-        const message = err instanceof ClientError ? err.message : 'internal error';
-        conn.reply(errorReply(req.op, req.id, code, message));
-        conn.requestDone();
-        this.latency.end(t0, stride);
+        conn.barrier = false;
+        this.replyError(conn, req, err, t0, stride);
+        this.release(conn);
       },
     );
   }
@@ -135,6 +173,47 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     return code;
   }
 
+  /** The one reply of a request that failed. */
+  private replyError(conn: ClientConnection, req: ClientRequest, err: unknown, t0: number, stride: number): void {
+    const code = this.countError(err, req.op);
+    const message = err instanceof ClientError ? err.message : 'internal error';
+    conn.reply(errorReply(req.op, req.id, code, message));
+    conn.requestDone();
+    this.latency.end(t0, stride);
+  }
+
+  /** A request read while a barrier of its connection is in flight: it waits its turn. */
+  private wait(conn: ClientConnection, req: ClientRequest): void {
+    const w = conn.waiting;
+    if (w !== undefined && w.length >= conn.maxWaiting) {
+      this.counters.rateLimited++;
+      this.counters.errors++;
+      conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests waiting behind a login, move or logout; slow down'));
+      conn.requestDone();
+      return;
+    }
+    this.counters.waited++;
+    if (w === undefined) conn.waiting = [req];
+    else w.push(req);
+  }
+
+  /**
+   * A barrier is done (its reply written): runs the requests that waited for it, in order,
+   * until one of them is a barrier again (the rest keep waiting for that one).
+   */
+  private release(conn: ClientConnection): void {
+    const w = conn.waiting;
+    if (w === undefined) return;
+    let i = 0;
+    while (i < w.length && !conn.barrier && !conn.ending) this.start(conn, w[i++]!);
+    if (conn.ending) {
+      // Closed or closing (logout done, an error push, shutdown): no reply can go out.
+      if (conn.waiting === w) w.splice(0, i);
+      conn.dropWaiting();
+    } else if (i === w.length) conn.waiting = undefined;
+    else w.splice(0, i);
+  }
+
   private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined, t0: number, stride: number): void {
     this.counters.finds++;
     const call = new FindCall(conn, id, name, lang, t0, stride);
@@ -146,10 +225,10 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   /** A shard's answer to a find of startFind (ReplySink). */
-  onReply(call: FindCall, status: number, body: Buffer, start: number, end: number): void {
+  onReply(call: FindCall, status: number, body: Buffer, start: number, end: number, _from: number, fromIncarnation: number): void {
     let r: FindOutcome;
     try {
-      r = this.shards.findOutcome(status, body, start, end, call.key);
+      r = this.shards.findOutcome(status, body, start, end, call.key, call.shard, fromIncarnation);
     } catch (err) {
       this.failFind(call, err);
       return;
@@ -207,6 +286,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
 
   private async login(conn: ClientConnection, name: string, channel: number): Promise<Fields> {
     if (conn.session || conn.pendingLogin !== undefined) throw new ClientError(ClientErrorCode.ALREADY_LOGGED_IN, 'this connection has a character already');
+    if (conn.endAfterReply) throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the connection closes after its logout; log in on a new connection');
     const id = this.takeSessionId();
     conn.pendingLogin = id;
     try {
@@ -296,7 +376,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   private async logout(conn: ClientConnection, s: Session): Promise<Fields> {
-    conn.endAfterReply = true;
+    conn.endAfterReplies();
     conn.session = undefined;
     this.sessions.delete(s);
     // The client waits for its reply: past one collector round and one direct attempt, answer.
@@ -347,6 +427,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       reaper: { ...this.reaper.counters },
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
+      strangerReplies: this.shards.strangerReplies,
       metrics: this.metrics(),
     };
   }
@@ -360,6 +441,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       gauges: { sessions: this.sessions.size, connections: front.connections, inFlight: front.inFlight, ending: this.reaper.ending.size },
       latency: this.latency.histogram.summary(monotonicMs()),
       sessionsPerChannel: this.sessions.perChannel(),
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
     };
   }
 
@@ -439,3 +521,4 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 }
 
+const round1 = (x: number): number => Math.round(x * 10) / 10;

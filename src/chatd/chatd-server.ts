@@ -62,6 +62,7 @@ export class ChatdServer {
       this.shards.setMembership(m.shards);
       this.service.noteMembership(m.shards);
     });
+    this.shards.onStrangerReply = () => this.heartbeat.beatNow();
     this.connOptions = {
       maxFrameBytes: config.maxFrameBytes,
       idleTimeoutMs: config.idleTimeoutMs,

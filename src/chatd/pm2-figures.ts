@@ -1,4 +1,3 @@
-import { RateMeter } from '../runtime/metrics';
 import { memo, type Pm2Action, type Pm2Figure } from '../runtime/pm2-metrics';
 import type { ChatdServer } from './chatd-server';
 
@@ -9,14 +8,12 @@ import type { ChatdServer } from './chatd-server';
 export function chatdPm2(server: ChatdServer): { figures: Pm2Figure[]; actions: Pm2Action[] } {
   const service = server.service;
   const m = memo(() => service.metrics());
-  const reqs = new RateMeter(() => service.counters.requests);
-  const finds = new RateMeter(() => service.counters.finds);
   return {
     figures: [
       { name: 'Sessions', read: () => m().gauges.sessions },
       { name: 'Connections', read: () => m().gauges.connections },
-      { name: 'Req/s', unit: 'req/s', read: () => round1(reqs.rate()) },
-      { name: 'Finds/s', unit: 'req/s', read: () => round1(finds.rate()) },
+      { name: 'Req/s', unit: 'req/s', read: () => m().rates?.requests },
+      { name: 'Finds/s', unit: 'req/s', read: () => m().rates?.finds },
       { name: 'Latency p50', unit: 'ms', read: () => m().latency?.p50Ms },
       { name: 'Latency p99', unit: 'ms', read: () => m().latency?.p99Ms },
       { name: 'In-flight requests', read: () => m().gauges.inFlight },
@@ -27,5 +24,3 @@ export function chatdPm2(server: ChatdServer): { figures: Pm2Figure[]; actions: 
     actions: [{ name: 'status', run: () => ({ ...service.status(), front: { ...server.frontCounters, maxConnections: server.maxConnections } }) }],
   };
 }
-
-const round1 = (x: number): number => Math.round(x * 10) / 10;

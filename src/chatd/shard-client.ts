@@ -73,7 +73,8 @@ export class ShardClient {
    * A FIND reply's meaning, for the name whose directory key is `key`. Throws ClientError for
    * an error status, a malformed reply, or a reply about another name (never passed on).
    */
-  findOutcome(status: number, body: Buffer, start: number, end: number, key: string): FindOutcome {
+  findOutcome(status: number, body: Buffer, start: number, end: number, key: string, shard?: number, fromIncarnation?: number): FindOutcome {
+    if (shard !== undefined && fromIncarnation !== undefined) this.checkIncarnation(shard, fromIncarnation);
     if (status === Status.NOT_FOUND) return OFFLINE;
     this.checkStatus(status);
     const hit = readFindReply(body, start, end);
@@ -81,6 +82,25 @@ export class ShardClient {
     if (normalizeName(hit.name) !== key) throw new ClientError(ClientErrorCode.INTERNAL, 'shard answered for another name');
     return { online: true, name: hit.name, channel: hit.channel, owner: hit.owner, ownerInc: hit.ownerInc };
   }
+
+  /**
+   * A reply is taken only from the shard incarnation the collector names (its heartbeat
+   * answer): anything else on the shard's mtype is either a successor the collector admitted
+   * since our last heartbeat (we ask again at once: `onStrangerReply`) or a forger, and a
+   * forged "offline" or channel would be a wrong answer. So it is UNAVAILABLE, never used.
+   */
+  private checkIncarnation(shard: number, fromIncarnation: number): void {
+    const named = this.live?.get(shard);
+    if (named === undefined || named === fromIncarnation) return;
+    this.strangerReplies++;
+    this.onStrangerReply?.();
+    throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} answered from an incarnation not yet confirmed; retry`);
+  }
+
+  /** Replies from a shard incarnation the collector had not named (see checkIncarnation). */
+  strangerReplies = 0;
+  /** Called on such a reply: chatD asks the collector for a fresh membership. */
+  onStrangerReply: (() => void) | undefined;
 
   /** A failed request to a shard, as the client sees it. */
   clientError(shard: number, err: unknown): ClientError {
@@ -125,11 +145,15 @@ export class ShardClient {
 
   private async call<N extends PayloadName>(shard: number, kind: number, name: N, payload: PayloadTypes[N], evenIfDown = false): Promise<Reply> {
     if (!evenIfDown && !this.isUp(shard)) throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} is down; retry later`);
+    let r: Reply;
     try {
-      return await this.endpoint.request(shardMtype(shard), kind, encodePayload(name, payload), this.timeoutMs);
+      r = await this.endpoint.request(shardMtype(shard), kind, encodePayload(name, payload), this.timeoutMs);
     } catch (err) {
       throw this.clientError(shard, err);
     }
+    // A resync (evenIfDown) talks to a successor the collector admitted before our membership says so.
+    if (!evenIfDown) this.checkIncarnation(shard, r.fromIncarnation);
+    return r;
   }
 
   private checkStatus(status: number): void {
@@ -166,9 +190,9 @@ interface PromiseFind {
   client?: ShardClient;
 }
 const promiseFindSink: ReplySink<PromiseFind> = {
-  onReply(ctx, status, body, start, end) {
+  onReply(ctx, status, body, start, end, _from, fromIncarnation) {
     try {
-      ctx.resolve(ctx.client!.findOutcome(status, body, start, end, ctx.key));
+      ctx.resolve(ctx.client!.findOutcome(status, body, start, end, ctx.key, ctx.shard, fromIncarnation));
     } catch (err) {
       ctx.reject(err);
     }

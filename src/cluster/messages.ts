@@ -14,7 +14,11 @@ export interface HelloReplyPayload { chatds: [number, number][] }
 export interface ResyncPayload { shard: number; shardInc: number }
 export interface SessionEndPayload { name: string; session: number }
 export interface WhisperPayload { to: string; from: string; text: string }
-export interface MembershipPayload { shards: [number, number][] }
+/**
+ * The collector's heartbeat answer: live shards [index, incarnation], and (since shards check
+ * who may change the directory) live chatDs [mtype, incarnation]; older collectors omit it.
+ */
+export interface MembershipPayload { shards: [number, number][]; chatds?: [number, number][] }
 export type EmptyPayload = Record<string, never>;
 export type StatusPayload = Record<string, unknown>;
 

@@ -69,7 +69,7 @@ export class Membership {
       ctx.counters.warmupRefusals++;
       return reply(Status.UNAVAILABLE, EMPTY);
     }
-    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards() }));
+    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards(), chatds: ctx.table.liveChatds() }));
   }
 
   onHello(rec: InboundRecord, reply: ReplyFn): void {

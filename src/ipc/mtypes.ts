@@ -27,6 +27,7 @@ export const chatdMtype = (instance: number): number => {
   if (!(Number.isInteger(instance) && instance >= 0 && instance < MAX_CHATD)) throw new RangeError(`chatd instance ${instance} out of range`);
   return MTYPE_CHATD_BASE + instance;
 };
+export const isChatdMtype = (mtype: number): boolean => mtype >= MTYPE_CHATD_BASE && mtype < MTYPE_CHATD_BASE + MAX_CHATD;
 export const toolMtype = (pid = process.pid): number => MTYPE_TOOL_BASE + pid;
 
 export type MtypeOwner =

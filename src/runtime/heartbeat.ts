@@ -14,6 +14,8 @@ import { MTYPE_GC } from '../ipc/mtypes';
 export class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
   private inFlight = false;
+  /** beatNow() was called while a beat was in flight: beat again once it is answered. */
+  private again = false;
   private readonly body: Buffer;
   /** Wall-clock ms of the last reply from the collector (0: never). */
   lastReplyAt = 0;
@@ -43,20 +45,38 @@ export class Heartbeat {
     return Date.now() - this.lastReplyAt <= withinMs;
   }
 
+  /**
+   * A heartbeat now, for a fresh membership answer (a shard asked about a chatD it does not
+   * know). At most one is outstanding: asked during one, the next follows its answer.
+   */
+  beatNow(): void {
+    if (this.timer === undefined) return;
+    const now = Date.now();
+    if (now - this.lastAskedAt < 50) return; // a burst of reasons is one question
+    this.lastAskedAt = now;
+    if (this.inFlight) this.again = true;
+    else this.beat();
+  }
+  private lastAskedAt = 0;
+
   private beat(): void {
     if (this.inFlight) return;
     this.inFlight = true;
+    this.again = false;
+    const done = (): void => {
+      this.inFlight = false;
+      if (this.again && this.timer !== undefined) this.beat();
+    };
     this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, this.body, Math.max(this.intervalMs * 4, 1000)).then(
       (reply) => {
-        this.inFlight = false;
-        if (reply.status !== Status.OK) return;
-        this.lastReplyAt = Date.now();
-        const m = decodePayload('membership', reply.payload);
-        if (m && this.onMembership) this.onMembership(m);
+        if (reply.status === Status.OK) {
+          this.lastReplyAt = Date.now();
+          const m = decodePayload('membership', reply.payload);
+          if (m && this.onMembership) this.onMembership(m);
+        }
+        done();
       },
-      () => {
-        this.inFlight = false;
-      },
+      done,
     );
   }
 }

@@ -1,4 +1,7 @@
 import { QueueTrustError } from '../ipc/sysv/queue-trust';
+import { sysExit } from '../ipc/sysv/libc';
+import { blockedReceiverThreads } from '../ipc/sysv/sysv-receiver';
+import pino from 'pino';
 import type { Logger } from '../log';
 
 /**
@@ -19,17 +22,17 @@ export function onShutdown(log: Logger, shutdown: (signal: string) => Promise<vo
     log.info({ signal }, 'stopping');
     const force = setTimeout(() => {
       log.warn({ graceMs }, 'shutdown took too long; exiting');
-      process.exit(1);
+      exitProcess(log, 1);
     }, graceMs);
     force.unref();
     shutdown(signal).then(
       () => {
         log.info('stopped');
-        process.exit(0);
+        exitProcess(log, 0);
       },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
-        process.exit(1);
+        exitProcess(log, 1);
       },
     );
   };
@@ -38,6 +41,32 @@ export function onShutdown(log: Logger, shutdown: (signal: string) => Promise<vo
   process.on('message', (msg) => {
     if (msg === 'shutdown') stop('shutdown');
   });
+}
+
+/**
+ * process.exit(), unless a receiver thread is blocked in msgrcv with no way to wake it (the
+ * queue full by message count: its wake-up message does not fit): process.exit() joins worker
+ * threads and would wait for a message that may never come, so then libc's _exit, after
+ * writing out what pino still buffers.
+ */
+export function exitProcess(log: Logger, code: number): never {
+  const blocked = blockedReceiverThreads();
+  if (blocked > 0) {
+    log.warn({ blocked, code }, 'a receiver thread cannot be woken (queue full); exiting without joining it');
+    flushLogSync(log);
+    sysExit(code);
+  }
+  return process.exit(code);
+}
+
+/** Writes out what pino still buffers (its default destination writes asynchronously). */
+function flushLogSync(log: Logger): void {
+  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { flushSync?: () => void } | undefined;
+  try {
+    stream?.flushSync?.();
+  } catch {
+    // Not ready or gone: nothing more can be done before _exit.
+  }
 }
 
 /**

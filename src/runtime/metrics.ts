@@ -16,7 +16,7 @@ export interface ProcessMetrics {
   latency?: LatencySummary;
   /** chatD only: channel number -> sessions in it. */
   sessionsPerChannel?: Record<string, number>;
-  /** Per-second rates of some counters over the last RATE_WINDOW_MS (read-time figures). */
+  /** Per second over about the last RATE_WINDOW_MS, computed when read: chatD and shards `requests`, `finds`. */
   rates?: Record<string, number>;
 }
 

@@ -15,14 +15,14 @@ import { cleanupChecks, expectEachReplyOnce } from '../e2e/e2e-support';
  * real cluster under PM2 while a load of finds runs, every answer checked against the truth
  * the test keeps (who is logged in, on which channel).
  *
- * CHAOS_FAULTS (default: one of each kind, 14) sets the number of faults; CHAOS_SEED replays a
+ * CHAOS_FAULTS (default: one of each kind, 16) sets the number of faults; CHAOS_SEED replays a
  * run's choices; CHAOS_KINDS (comma-separated) restricts the kinds, e.g. to replay one.
  */
 
 const SHARDS = 3;
 const CHANNELS = 20;
 const CHARACTERS = 200;
-const DEFAULT_FAULTS = 14;
+const DEFAULT_FAULTS = 16;
 const FAULTS = Math.max(1, Number(process.env.CHAOS_FAULTS ?? DEFAULT_FAULTS) || DEFAULT_FAULTS);
 const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31)) >>> 0;
 /** A request without a reply this long after it was sent is hung. */
@@ -104,7 +104,6 @@ type FaultKind =
   | 'flood-shard-forged'
   | 'flood-chatd-forged'
   | 'remove-queue'
-  // Off by default (CHAOS_KINDS): see OPT_IN_KINDS.
   | 'flood-shard-forged-owner'
   | 'flood-chatd-forged-reqid';
 
@@ -123,34 +122,25 @@ const KINDS: readonly FaultKind[] = [
   'flood-shard-forged',
   'flood-chatd-forged',
   'remove-queue',
+  'flood-shard-forged-owner',
+  'flood-chatd-forged-reqid',
 ];
 /**
- * Kinds run only when named in CHAOS_KINDS: each exposes a defect (wrong answers), so the
- * default run leaves them out until it is fixed.
+ * Kinds run only when named in CHAOS_KINDS, for a defect found and not fixed yet (none now).
  *
- * - `flood-shard-forged-owner`: a shard takes LOGIN and PURGE from anyone, and takes the
- *   envelope's `from` / `fromIncarnation` as the owner. A LOGIN sent from chatD's own mtype
- *   1000 with a new incarnation for a connected name replaces the real entry
- *   (Directory.login: `fromDeadIncarnation`, owner equal, incarnation different), so finds
- *   answer the forged channel; a PURGE `{owner: 1000, ownerInc: 0, keep: <random>}` removes
- *   every session of the live chatD, and the characters read offline for good (seed 5,
- *   CHAOS_KINDS=flood-shard-forged,flood-chatd-forged-reqid,flood-shard-forged-owner
- *   CHAOS_FAULTS=3: 24,873 wrong, never found again). The collector refuses such
- *   incarnation claims since defect 2; the shards do not.
- * - `flood-chatd-forged-reqid`: chatD's endpoint matches a reply by request id alone
- *   (Endpoint.onEnvelope → slotOf(reqId); neither `from` against the slot's `slotTo` nor the
- *   sender's incarnation is checked), and ShardClient.findOutcome does not check that the
- *   name in a FIND reply is the one asked. Request ids are generation × 2^20 + slot, so
- *   forged FIND replies with ids drawn from small slots and generations hit pending
- *   requests: `find Warrior131` answered `{"name":"Warrior154","online":true,"channel":4}`
- *   (seed 7, CHAOS_KINDS=flood-chatd-forged-reqid,flood-shard-forged CHAOS_FAULTS=4). With
- *   uniformly random 32-bit ids (the default `flood-chatd-forged`) a hit is too unlikely to
- *   show. Mitigated since: replies are taken only from the request's destination mtype, and a
- *   FIND reply must name the name asked (else INTERNAL); that seed and kinds then gave 0 wrong.
- *   Still opt-in: a forger writing from the right shard's mtype about the very name asked can
- *   still succeed (docs/reliability.md).
+ * The last two default kinds were such kinds until fixed (docs/reliability.md, "Forged
+ * identities"):
+ * - `flood-shard-forged-owner`: LOGIN and PURGE forged from chatD's own mtype with a new
+ *   incarnation. A LOGIN replaced the live entry and a PURGE `{ownerInc: 0, keep: <random>}`
+ *   wiped the live chatD's sessions: 24,873 wrong answers (seed 5, 3 faults). Shards now take
+ *   directory changes only from chatD incarnations the collector vouches for, PURGEs only of
+ *   dead incarnations: 0 wrong with the same seed.
+ * - `flood-chatd-forged-reqid`: FIND replies with guessed request ids (generation × 2^20 + a
+ *   small slot): `find Warrior131` answered `{"name":"Warrior154","online":true,"channel":4}`
+ *   (seed 7, 4 faults). chatD now takes a reply only from the mtype asked, naming the name
+ *   asked, and from the shard incarnation the collector names (else UNAVAILABLE): 0 wrong.
  */
-const OPT_IN_KINDS: readonly FaultKind[] = ['flood-shard-forged-owner', 'flood-chatd-forged-reqid'];
+const OPT_IN_KINDS: readonly FaultKind[] = [];
 const CHOSEN_KINDS: readonly FaultKind[] = process.env.CHAOS_KINDS
   ? process.env.CHAOS_KINDS.split(',').map((k) => {
       const kind = k.trim() as FaultKind;
@@ -359,7 +349,7 @@ describe('chaos: faults injected under a checked load of finds', function () {
   /**
    * Requests to shard `shard` (toIncarnation 0: any incarnation takes them), the first
    * FAKE_SENDER_BUDGET from the fake chatD mtype 1999, the rest from chatD's own mtype 1000 with
-   * forged incarnations: LOGIN of a connected character's name (from 1999 only) or of a name
+   * forged incarnations: LOGIN of a connected character's name or of a name
    * nobody asks for, MOVE / REMOVE of a connected character with a forged owner incarnation and
    * session (REMOVE naming owner 1000 or 1999), PURGE of chatD 1000 with a forged incarnation,
    * FIND, and records of random kind. The shard's replies go to 1999 (nobody reads it: the
@@ -380,8 +370,8 @@ describe('chaos: faults injected under a checked load of finds', function () {
     switch (between(0, 5)) {
       case 0:
         kind = Kind.LOGIN;
-        // From chatD's own mtype only names nobody holds: a connected name would be replaced (opt-in kind flood-shard-forged-owner).
-        payload = json({ name: fromFake && rand() < 0.5 ? real : fake, session: between(1, 1e6), channel: between(1, CHANNELS) });
+        // A connected character's name or one nobody asks for, from either mtype.
+        payload = json({ name: rand() < 0.5 ? real : fake, session: between(1, 1e6), channel: between(1, CHANNELS) });
         break;
       case 1:
         kind = Kind.MOVE;

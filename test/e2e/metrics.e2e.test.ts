@@ -88,9 +88,19 @@ describe('e2e: metrics and actions in PM2', function () {
       (l) => {
         const chatd = l.find((p) => p.name === 'chatd');
         const shards = l.filter((p) => p.name === 'channeld');
-        return !!chatd && num(chatd.monitor, 'Sessions') === 3 && num(chatd.monitor, 'Errors') >= 1 && shards.length === 2 && shards.reduce((n, s) => n + num(s.monitor, 'Finds'), 0) >= 60;
+        return (
+          !!chatd &&
+          num(chatd.monitor, 'Sessions') === 3 &&
+          num(chatd.monitor, 'Errors') >= 1 &&
+          // The finds were within the last 10 s: the rates see them.
+          num(chatd.monitor, 'Req/s') > 0 &&
+          num(chatd.monitor, 'Finds/s') > 0 &&
+          shards.length === 2 &&
+          shards.reduce((n, s) => n + num(s.monitor, 'Finds'), 0) >= 60 &&
+          shards.some((s) => num(s.monitor, 'Finds/s') > 0)
+        );
       },
-      'chatd sessions 3 and 60 finds on the shards',
+      'chatd sessions 3, chatd rates above 0 and 60 finds on the shards',
     );
     const chatd = list.find((p) => p.name === 'chatd')!.monitor;
     for (const k of ['Sessions', 'Connections', 'Req/s', 'Finds/s', 'Latency p50', 'Latency p99', 'In-flight requests', 'Timeouts', 'Rate-limited', 'Errors']) {

@@ -231,12 +231,26 @@ export class SysvReceiver implements Receiver {
       }
       if (!woke) {
         this.worker.unref();
+        blocked.add(this);
+        this.worker.once('exit', () => blocked.delete(this));
         this.finish({ reason: 'closed' });
         return;
       }
       await Promise.race([this.ended, delay(WAKE_RETRY_MS, undefined, { ref: false })]);
     }
   }
+}
+
+/** Receivers closed whose thread could not be woken: still blocked in msgrcv. */
+const blocked = new Set<SysvReceiver>();
+
+/**
+ * How many receiver threads of this process are blocked in msgrcv with no wake-up possible
+ * (the queue full). process.exit() would wait for them (it joins worker threads): a daemon
+ * then ends with libc's _exit instead (runtime/lifecycle.ts).
+ */
+export function blockedReceiverThreads(): number {
+  return blocked.size;
 }
 
 /** A stopping receiver re-sends its wake-up this often, this many times at most. */

@@ -205,8 +205,10 @@ describe('channeld - FIND in the receiver thread (replica and inline handler)', 
       shard.start();
       await shard.whenLive();
       const ct = scope.track(new SysvTransport(q));
-      const chatd = scope.track(new Endpoint(ct, { mtype: chatdMtype(0), incarnation: newIncarnation(), maxBatchBytes: 4096 }));
+      const chatdInc = newIncarnation();
+      const chatd = scope.track(new Endpoint(ct, { mtype: chatdMtype(0), incarnation: chatdInc, maxBatchBytes: 4096 }));
       chatd.start(() => {});
+      shard.noteMembership({ chatds: [[chatdMtype(0), chatdInc]] }); // the collector vouches for it
       const handledByMain = (): number => shard.counters.requests;
       const before = handledByMain();
       // Pipelined in one turn: LOGIN then FIND of the same name, then many FINDs.

@@ -44,18 +44,36 @@ describe('channeld - shard server (over the local transport)', () => {
     return e;
   }
 
-  /** A collector stand-in for a fresh cluster: answers HELLO with "no chatD". */
-  function emptyGc(): void {
+  /** A collector stand-in for a fresh cluster: answers HELLO with "no chatD" (nothing to resync). */
+  function emptyGc(): Endpoint {
     const gc = endpoint(MTYPE_GC, 3, false);
     gc.start((rec, reply) => {
       if (rec.kind === Kind.HELLO && reply) reply(Status.OK, encodePayload('helloReply', { chatds: [] }));
     });
+    return gc;
   }
 
-  function shard(shardIndex: number, shards: number, recoveryMs = 100, withGc = true): ShardServer {
+  /**
+   * The chatDs the collector vouches for (its heartbeat answer's `chatds`), given to a shard
+   * whenever it asks (askMembership): chatD instance 0 incarnation 1 and instance 1 incarnation 2.
+   */
+  let vouched: [number, number][];
+  beforeEach(() => {
+    vouched = [[chatdMtype(0), 1], [chatdMtype(1), 2]];
+  });
+
+  function shard(shardIndex: number, shards: number, recoveryMs = 100, withGc = true, vouchMs?: number): ShardServer {
     if (withGc) emptyGc();
-    const s = new ShardServer(endpoint(shardMtype(shardIndex), 7000 + shardIndex, false), { shard: shardIndex, shards, recoveryMs, log });
+    const s: ShardServer = new ShardServer(endpoint(shardMtype(shardIndex), 7000 + shardIndex, false), {
+      shard: shardIndex,
+      shards,
+      recoveryMs,
+      log,
+      askMembership: () => setImmediate(() => s.noteMembership({ chatds: vouched })),
+      ...(vouchMs !== undefined ? { vouchMs } : {}),
+    });
     s.start();
+    s.noteMembership({ chatds: vouched }); // the first heartbeat answer
     closers.push(async () => s.stop());
     return s;
   }
@@ -80,7 +98,9 @@ describe('channeld - shard server (over the local transport)', () => {
     expect((await ask(c1, 0, Kind.MOVE, { name: 'Alice', session: 1, channel: 4 })).status).to.equal(Status.OK);
     expect((await ask(c2, 0, Kind.MOVE, { name: 'Alice', session: 1, channel: 5 })).status).to.equal(Status.NOT_FOUND);
     expect(hit((await find(c1, 0, 'alice')))?.channel).to.equal(4);
-    const removed = await ask(c2, 0, Kind.REMOVE, { name: 'Alice', session: 1, owner: chatdMtype(0), ownerInc: 1 });
+    const notTheOwner = await ask(c2, 0, Kind.REMOVE, { name: 'Alice', session: 1, owner: chatdMtype(0), ownerInc: 1 });
+    expect(notTheOwner.status, 'REMOVE of another chatD\'s session').to.equal(Status.BAD_REQUEST);
+    const removed = await ask(c1, 0, Kind.REMOVE, { name: 'Alice', session: 1, owner: chatdMtype(0), ownerInc: 1 });
     expect(decodePayload('count', removed.payload)).to.deep.equal({ count: 1 });
     expect((await find(c1, 0, 'alice')).status).to.equal(Status.NOT_FOUND);
   });
@@ -157,15 +177,60 @@ describe('channeld - shard server (over the local transport)', () => {
     await s.whenLive();
   });
 
-  it('purges one chatD incarnation', async () => {
-    const s = shard(0, 1);
+  it('purges one chatD incarnation once it is dead, on the collector\'s word', async () => {
+    const gc = emptyGc();
+    const s = shard(0, 1, 100, false);
     await s.whenLive();
     const old = endpoint(chatdMtype(0), 1);
     for (const [i, n] of namesOn(0, 1, 5).entries()) await ask(old, 0, Kind.LOGIN, { name: n, session: i + 1, channel: 1 });
     await old.close();
-    const gc = endpoint(chatdMtype(5), 3); // the collector's mtype is taken by the stand-in answering HELLO
+    // The collector purges before the shard heard that chatD 0 died: refused until it has.
+    expect((await ask(gc, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 1 })).status, 'purge of a live incarnation').to.equal(Status.UNAVAILABLE);
+    expect(s.directory.size).to.equal(5);
+    vouched = [[chatdMtype(1), 2]];
+    s.noteMembership({ chatds: vouched }); // the next heartbeat answer: chatD 0 is gone
     const r = await ask(gc, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 1 });
     expect(decodePayload('count', r.payload)).to.deep.equal({ count: 5 });
     expect(s.directory.size).to.equal(0);
+  });
+
+  it('takes directory changes only from chatD incarnations the collector vouches for (forged owners get UNAVAILABLE)', async () => {
+    const gc = emptyGc();
+    const s = shard(0, 1, 100, false, 200);
+    await s.whenLive();
+    const [alice, bob] = namesOn(0, 1, 2) as [string, string];
+    const live = endpoint(chatdMtype(0), 1);
+    expect((await ask(live, 0, Kind.LOGIN, { name: alice, session: 1, channel: 3 })).status).to.equal(Status.OK);
+    await live.close(); // its mtype is the forger's now (two receivers on one mtype would take each other's replies)
+    const observer = endpoint(chatdMtype(1), 2);
+    // A forger on chatD 0's own mtype with a new incarnation: the old rule let a LOGIN of
+    // another incarnation on the same mtype replace the entry ("left by a dead chatD").
+    const forger = endpoint(chatdMtype(0), 666);
+    const t0 = Date.now();
+    expect((await ask(forger, 0, Kind.LOGIN, { name: alice, session: 9, channel: 7 })).status, 'takeover').to.equal(Status.UNAVAILABLE);
+    expect(Date.now() - t0, 'refused after waiting for the collector').to.be.within(150, 1500);
+    expect((await ask(forger, 0, Kind.LOGIN, { name: bob, session: 9, channel: 7 })).status, 'a new name').to.equal(Status.UNAVAILABLE);
+    expect((await ask(forger, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 0, keep: 666 })).status, 'purge of the others').to.equal(Status.UNAVAILABLE);
+    expect((await ask(forger, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 0, keep: 12345 })).status, 'keep not its own').to.equal(Status.BAD_REQUEST);
+    expect((await ask(forger, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 1 })).status, 'purge by a chatD of an incarnation').to.equal(Status.BAD_REQUEST);
+    expect((await ask(gc, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 1 })).status, 'purge of the live incarnation').to.equal(Status.UNAVAILABLE);
+    expect((await ask(forger, 0, Kind.SYNC, { entries: [[bob, 9, 7]], last: true })).status, 'sync').to.equal(Status.UNAVAILABLE);
+    expect(hit(await find(observer, 0, alice))).to.deep.equal({ name: alice, channel: 3, owner: chatdMtype(0), ownerInc: 1 });
+    expect((await find(observer, 0, bob)).status).to.equal(Status.NOT_FOUND);
+    expect(s.counters.unvouched).to.be.at.least(4);
+    await forger.close();
+
+    // A real restart: the collector now vouches for incarnation 2 (it saw 1 die). Its requests,
+    // sent before the shard heard so, wait for the collector's word and then go through in order.
+    const successor = endpoint(chatdMtype(0), 2);
+    const purge = ask(successor, 0, Kind.PURGE, { owner: chatdMtype(0), ownerInc: 0, keep: 2 });
+    const login = ask(successor, 0, Kind.LOGIN, { name: bob, session: 1, channel: 5 });
+    const move = ask(successor, 0, Kind.MOVE, { name: bob, session: 1, channel: 6 });
+    vouched = [[chatdMtype(0), 2]];
+    expect(decodePayload('count', (await purge).payload)).to.deep.equal({ count: 1 });
+    expect((await login).status).to.equal(Status.OK);
+    expect((await move).status).to.equal(Status.OK);
+    expect(hit(await find(observer, 0, bob))?.channel).to.equal(6);
+    expect((await find(observer, 0, alice)).status).to.equal(Status.NOT_FOUND);
   });
 });

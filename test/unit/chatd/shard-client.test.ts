@@ -33,6 +33,32 @@ describe('chatd - shard client: FIND outcomes', () => {
     expect((err as ClientError).code).to.equal(ClientErrorCode.INTERNAL);
   });
 
+  it('a reply from a shard incarnation the collector has not named is UNAVAILABLE (and asks for a fresh membership), even a NOT_FOUND', () => {
+    const c = new ShardClient({ mtype: 1000, incarnation: 1 } as unknown as Endpoint, 4, 1000, 1000);
+    let asked = 0;
+    c.onStrangerReply = () => asked++;
+    const key = normalizeName('Warrior131');
+    const shard = 2;
+    const r = reply('Warrior131', 4);
+    // No membership yet: nothing to check against.
+    expect(c.findOutcome(Status.OK, r, 0, r.length, key, shard, 77)).to.include({ online: true, channel: 4 });
+    c.setMembership([[0, 10], [1, 11], [2, 12], [3, 13]]);
+    expect(c.findOutcome(Status.OK, r, 0, r.length, key, shard, 12)).to.include({ online: true, channel: 4 });
+    expect(c.findOutcome(Status.NOT_FOUND, Buffer.alloc(0), 0, 0, key, shard, 12)).to.deep.equal({ online: false });
+    for (const [status, body] of [[Status.OK, r], [Status.NOT_FOUND, Buffer.alloc(0)]] as const) {
+      let err: unknown;
+      try {
+        c.findOutcome(status, body, 0, body.length, key, shard, 77);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, `status ${status}`).to.be.instanceOf(ClientError);
+      expect((err as ClientError).code).to.equal(ClientErrorCode.UNAVAILABLE);
+    }
+    expect(c.strangerReplies).to.equal(2);
+    expect(asked).to.equal(2);
+  });
+
   it('error statuses map to client codes; a malformed OK reply is INTERNAL', () => {
     const code = (status: number, body = Buffer.alloc(0)): string => {
       try {

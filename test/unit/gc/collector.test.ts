@@ -22,7 +22,7 @@ describe('gc collector', function () {
   });
 
   describe('heartbeat', () => {
-    it('heartbeat - records the process and replies OK with the live shards', async () => {
+    it('heartbeat - records the process and replies OK with the live shards and chatDs', async () => {
       rig = makeRig({ shards: 2 });
       const s0 = rig.shard(0);
       const s1 = rig.shard(1);
@@ -31,7 +31,7 @@ describe('gc collector', function () {
       await s1.heartbeat('channeld', 1);
       const r = await c.heartbeat('chatd', 0);
       expect(r.status).to.equal(Status.OK);
-      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation], [1, s1.incarnation]] });
+      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation], [1, s1.incarnation]], chatds: [[c.mtype, c.incarnation]] });
       expect(rig.collector.table.get(c.mtype)).to.include({ pid: c.pid, incarnation: c.incarnation });
     });
 
@@ -45,7 +45,7 @@ describe('gc collector', function () {
       rig.alive.delete(s1.pid);
       await waitFor(() => rig.collector.table.get(s1.mtype) === undefined, 2000, 5, 'shard 1 declared dead');
       const r = await c.heartbeat('chatd', 0);
-      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation]] });
+      expect(decodePayload('membership', r.payload)).to.deep.equal({ shards: [[0, s0.incarnation]], chatds: [[c.mtype, c.incarnation]] });
     });
 
     it('heartbeat - role and index must match the sender mtype', async () => {

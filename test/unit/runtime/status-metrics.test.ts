@@ -67,6 +67,10 @@ describe('runtime - STATUS metrics of chatD and the shards (local transport)', (
     expect(m.latency!.p99Ms).to.be.at.least(m.latency!.p50Ms);
     // ms, not µs or s: a local find takes well under 1 s and more than 1 µs.
     expect(m.latency!.p99Ms).to.be.below(1000);
+    // Rates since the previous read (the first read of a rate gives 0).
+    expect(m0.rates).to.have.keys(['requests', 'finds']);
+    expect(m.rates!.finds).to.be.above(0);
+    expect(m.rates!.requests).to.be.at.least(m.rates!.finds!);
   });
 
   it('chatD: rate-limited requests are counted as such and as errors', async () => {
@@ -89,6 +93,7 @@ describe('runtime - STATUS metrics of chatD and the shards (local transport)', (
       expect(s.uptimeS).to.be.a('number');
       for (const k of ['requests', 'finds', 'logins', 'logouts']) expect(s.metrics.counters[k], `${i} ${k}`).to.be.a('number');
       expect(s.metrics.gauges.entries).to.be.a('number');
+      expect(s.metrics.rates).to.have.keys(['requests', 'finds']);
     });
     const names = ['Metric_A', 'Metric_B', 'Metric_C', 'Metric_R'];
     for (let i = 0; i < shards; i++) {
