@@ -48,6 +48,8 @@ const common = {
     TRANSPORT: config.transport,
     NATS_URL: config.natsUrls.join(','),
     CLUSTER_NAME: config.clusterName,
+    STATUS_HOST: config.statusHost,
+    STATUS_PORT: String(config.statusPort),
   },
 };
 
@@ -62,5 +64,7 @@ module.exports = {
       instance_var: 'NODE_APP_INSTANCE',
     },
     { ...common, name: 'chatd', script: path.join(__dirname, 'dist/src/chatd/main.js'), instances: 1 },
+    // /metrics and the live status page (docs/status.md); STATUS_PORT=0 leaves it out.
+    ...(config.statusPort > 0 ? [{ ...common, name: 'status', script: path.join(__dirname, 'dist/src/status/main.js'), instances: 1 }] : []),
   ],
 };

@@ -45,6 +45,10 @@ export interface Config {
   readonly natsUrls: readonly string[];
   /** Subject prefix on NATS: `chatd.<CLUSTER_NAME>.m.<mtype>`, so clusters can share one NATS server. */
   readonly clusterName: string;
+  /** Address of the status app's HTTP endpoint (/metrics, the status page); 127.0.0.1 by default. */
+  readonly statusHost: string;
+  /** Its port; 0 disables the status app (ecosystem.config.js then leaves it out). */
+  readonly statusPort: number;
 }
 
 export const CONFIG_VARIABLES = Object.freeze(Object.keys(loadSchema('config.json').properties as object));
@@ -128,5 +132,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     transport: raw.TRANSPORT as 'sysv' | 'nats',
     natsUrls: Object.freeze(natsUrls),
     clusterName: raw.CLUSTER_NAME as string,
+    statusHost: raw.STATUS_HOST as string,
+    statusPort: raw.STATUS_PORT as number,
   });
 }
