@@ -9,6 +9,8 @@ import { queueFill } from '../ipc/queue-fill';
 import { QueueTrustError } from '../ipc/sysv/queue-trust';
 import { SysvQueue } from '../ipc/sysv/sysv-queue';
 import { SysvTransport, defaultSysvTransportOptions } from '../ipc/sysv/sysv-transport';
+import { NatsTransport } from '../ipc/nats/nats-transport';
+import type { MessageTransport } from '../ipc/transport';
 import type { Logger } from '../log';
 import type { Answer, Poll, QueueFigures, Target } from './cluster-view';
 import { figuresOf, type ProcessFigures } from './process-figures';
@@ -39,8 +41,9 @@ export function targetsFor(shards: number, gcLive: readonly { mtype: number; rol
 const hexKey = (key: number): string => `0x${(key >>> 0).toString(16).padStart(8, '0')}`;
 
 interface Link {
-  readonly queue: SysvQueue;
-  readonly transport: SysvTransport;
+  /** The host queue the link receives on (SysV); undefined over NATS. */
+  readonly queue: SysvQueue | undefined;
+  readonly transport: MessageTransport;
   readonly endpoint: Endpoint;
 }
 
@@ -62,7 +65,7 @@ export class StatusPoller {
   private receiverEnded = false;
 
   constructor(
-    private readonly config: Pick<Config, 'mqKey' | 'mqTrustedUids' | 'mqBatchBytes' | 'shards'>,
+    private readonly config: Pick<Config, 'mqKey' | 'mqTrustedUids' | 'mqBatchBytes' | 'shards'> & Partial<Pick<Config, 'transport' | 'natsUrls' | 'clusterName'>>,
     private readonly log: Logger,
     readonly timings: PollerTimings = defaultPollerTimings,
   ) {}
@@ -71,11 +74,12 @@ export class StatusPoller {
   async poll(now = Date.now()): Promise<Poll> {
     const queue = this.openQueue();
     const targets = targetsFor(this.config.shards, this.gcLive);
-    if (queue.state !== 'ok' || !this.link) {
-      const problem = `queue ${queue.state}`;
+    // Over NATS (TRANSPORT=nats) the processes answer STATUS there; the host queue only has figures.
+    const link = this.overNats ? await this.natsLink() : this.link;
+    if (!link || (!this.overNats && queue.state !== 'ok')) {
+      const problem = this.overNats ? `nats: cannot connect to ${(this.config.natsUrls ?? []).join(',')}` : `queue ${queue.state}`;
       return { at: now, queue, answers: targets.map((target) => ({ target, outcome: 'error' as const, problem })) };
     }
-    const link = this.link;
     const answers = await Promise.all(targets.map((t) => this.ask(link, t, now)));
     const gc = answers.find((a) => a.target.role === 'gc' && a.outcome === 'ok');
     if (gc?.figures?.live) this.gcLive = gc.figures.live;
@@ -88,6 +92,36 @@ export class StatusPoller {
     const link = this.link;
     this.link = undefined;
     if (link) await closeLink(link);
+    const nats = this.nats;
+    this.nats = undefined;
+    if (nats) await closeLink(nats);
+  }
+
+  private get overNats(): boolean {
+    return this.config.transport === 'nats';
+  }
+
+  private nats: Link | undefined;
+  private natsFailedLogged = false;
+  /** The NATS link, connected on first use (the client then reconnects by itself); undefined while it cannot connect. */
+  private async natsLink(): Promise<Link | undefined> {
+    if (this.nats) return this.nats;
+    const url = (this.config.natsUrls ?? []).join(',');
+    try {
+      const transport = await NatsTransport.connect({ url, cluster: this.config.clusterName ?? 'main', name: `chatd-cluster status ${process.pid}`, connectTimeoutMs: this.timings.timeoutMs });
+      const endpoint = new Endpoint(transport, { mtype: this.me, incarnation: newIncarnation(), maxBatchBytes: this.config.mqBatchBytes });
+      endpoint.start(() => {
+        /* the status app serves nothing: requests to it are ignored */
+      });
+      this.nats = { queue: undefined, transport, endpoint };
+      this.natsFailedLogged = false;
+      this.log.info({ url }, 'connected to NATS');
+      return this.nats;
+    } catch (err) {
+      if (!this.natsFailedLogged) this.log.warn({ err, url }, 'cannot connect to NATS; retrying every round');
+      this.natsFailedLogged = true;
+      return undefined;
+    }
   }
 
   private async ask(link: Link, target: Target, now: number): Promise<Answer> {
@@ -148,8 +182,8 @@ export class StatusPoller {
       return this.queueState({ state: 'error', key, problem: (err as Error).message }, err);
     }
     try {
-      if (this.link && (this.link.queue.id !== queue.id || this.receiverEnded)) this.drop();
-      if (!this.link) {
+      if (this.link && (this.link.queue?.id !== queue.id || this.receiverEnded)) this.drop();
+      if (!this.link && !this.overNats) {
         this.link = openLink(queue, this.me, this.config.mqBatchBytes, this.log);
         this.watch(this.link);
       }
@@ -205,8 +239,10 @@ async function closeLink(link: Link): Promise<void> {
   await link.endpoint.close();
   await link.transport.close();
   // Late replies would stay in our mailbox: take them out (bounded; the queue may be gone).
+  const queue = link.queue;
+  if (!queue) return;
   try {
-    for (let i = 0; i < 10_000 && link.queue.tryReceive(link.endpoint.mtype); i++) {
+    for (let i = 0; i < 10_000 && queue.tryReceive(link.endpoint.mtype); i++) {
       /* discard */
     }
   } catch {
