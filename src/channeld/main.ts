@@ -12,7 +12,7 @@ import { ReplicaWriter, createReplicaMemory } from './directory-replica';
 import type { FindInlineData } from './find-inline';
 
 /** channelD entry point: one process per shard; the shard index comes from PM2's NODE_APP_INSTANCE. */
-function main(): void {
+async function main(): Promise<void> {
   const config = loadConfig();
   const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? '0', 10);
   const log = createLogger({ app: 'channeld', shard }, { level: config.logLevel });
@@ -25,8 +25,9 @@ function main(): void {
   const mtype = shardMtype(shard);
   // FINDs are answered in the receiver thread from a shared-memory copy of the directory
   // (find-inline.ts); everything else, and FINDs the copy cannot answer, reach this thread.
-  const replicaMemory = config.replicaEntries > 0 ? createReplicaMemory(config.replicaEntries) : undefined;
-  const ce = openClusterEndpoint(config, log, mtype, replicaMemory
+  // On NATS there is no receiver thread: FINDs go to the main thread, no replica needed.
+  const replicaMemory = config.replicaEntries > 0 && config.transport === 'sysv' ? createReplicaMemory(config.replicaEntries) : undefined;
+  const ce = await openClusterEndpoint(config, log, mtype, replicaMemory
     ? (incarnation) => ({ module: join(__dirname, 'find-inline.js'), data: { replica: replicaMemory, shard, shards: config.shards, mtype, incarnation } satisfies FindInlineData })
     : undefined);
   const replica = replicaMemory ? new ReplicaWriter(replicaMemory) : undefined;
@@ -56,4 +57,4 @@ function main(): void {
   void server.whenLive().then(() => ready(log, { mtype, incarnation: ce.incarnation, entries: server.directory.size }));
 }
 
-main();
+void main();

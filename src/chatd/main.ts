@@ -1,7 +1,7 @@
 import { loadConfig } from '../config';
 import { chatdMtype } from '../ipc/mtypes';
 import { createLogger } from '../log';
-import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
+import { exitWhenReceiverEnds, openClusterEndpoint, openHostQueue } from '../runtime/cluster-endpoint';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { publishToPm2 } from '../runtime/pm2-metrics';
 import { ChatdServer } from './chatd-server';
@@ -15,8 +15,10 @@ async function main(): Promise<void> {
   exitOnFatal(log);
   log.info({ config }, 'starting');
   const mtype = chatdMtype(index);
-  const ce = openClusterEndpoint(config, log, mtype);
-  const server = new ChatdServer(config, ce.transport, ce.endpoint, log, index);
+  const ce = await openClusterEndpoint(config, log, mtype);
+  // The legacy C peers' mtypes 1 and 2 stay on this host's SysV queue whatever carries the cluster.
+  const host = openHostQueue(config, log, ce);
+  const server = new ChatdServer(config, host.transport, ce.endpoint, log, index);
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
   const pm2 = publishToPm2(chatdPm2(server), log);
   onShutdown(
@@ -24,6 +26,7 @@ async function main(): Promise<void> {
     async () => {
       pm2.stop();
       await server.stop();
+      await host.close();
       await ce.transport.close();
     },
     server.stopBudgetMs + 1000,

@@ -134,7 +134,7 @@ export class Collector {
       { everyMs: t.hygieneEveryMs, highWater: t.highWater, fillEveryMs: Math.max(t.tickMs, 250), ...options.hygiene },
       this.startedAt,
     );
-    this.legacyExpiry = takeOne && putBack ? new LegacyExpiry(this.ctx, { takeOne, putBack, everyMs: t.legacyEveryMs, ttlMs: t.legacyTtlMs, fill: t.legacyFill }) : undefined;
+    this.legacyExpiry = takeOne && putBack ? new LegacyExpiry(this.ctx, { takeOne, putBack, stat: () => hq.stat(), everyMs: t.legacyEveryMs, ttlMs: t.legacyTtlMs, fill: t.legacyFill }) : undefined;
   }
 
   /** Starts serving the collector's mtype and the periodic checks. */

@@ -16,7 +16,7 @@ import { waitFor } from '../helpers/wait';
 
 const LOGS_MAIN = join(PROJECT_ROOT, 'dist', 'ops', 'logs.js');
 /** `[12:00:00.123] INFO (4242): [channeld#1] ready` */
-const PRETTY_HEAD = /^\[\d\d:\d\d:\d\d\.\d{3}\] (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) \(\d+\): \[(chatd#0|channeld#\d+|gc)(\/[a-z0-9-]+)?\] \S/;
+const PRETTY_HEAD = /^\[\d\d:\d\d:\d\d\.\d{3}\] (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) \(\d+\): \[(chatd#0|channeld#\d+|gc|status)(\/[a-z0-9-]+)?\] \S/;
 
 function envFor(home: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -119,7 +119,7 @@ describe('logs - npm run logs (e2e)', function () {
       for (const line of lines) {
         const rec = parsePinoLine(line);
         expect(rec, `${f}: ${line}`).not.to.equal(undefined);
-        expect(rec!.app, line).to.be.oneOf(['chatd', 'channeld', 'gc']);
+        expect(rec!.app, line).to.be.oneOf(['chatd', 'channeld', 'gc', 'status']);
         const out = prettify(line).split('\n');
         expect(out[0], line).to.match(PRETTY_HEAD);
         expect(out[0]).to.include(`(${rec!.pid as number})`);
