@@ -44,6 +44,12 @@ const common = {
     MQ_KEY: String(config.mqKey),
     CHANNELD_SHARDS: String(config.shards),
     CHANNELS: String(config.channels),
+    // What carries the cluster: the host's SysV queue (sysv) or NATS (docs/multi-host.md).
+    TRANSPORT: config.transport,
+    NATS_URL: config.natsUrls.join(','),
+    CLUSTER_NAME: config.clusterName,
+    STATUS_HOST: config.statusHost,
+    STATUS_PORT: String(config.statusPort),
   },
 };
 
@@ -57,6 +63,17 @@ module.exports = {
       instances: config.shards,
       instance_var: 'NODE_APP_INSTANCE',
     },
-    { ...common, name: 'chatd', script: path.join(__dirname, 'dist/src/chatd/main.js'), instances: 1 },
+    {
+      ...common,
+      name: 'chatd',
+      script: path.join(__dirname, 'dist/src/chatd/main.js'),
+      instances: 1,
+      // A stopping chatD answers what it has read, closes every connection, then waits for the
+      // removals (ChatdServer.stopBudgetMs: 2 x CHATD_REQUEST_TIMEOUT_MS + 5 s, and 1 s of
+      // margin in main.ts): PM2 must not SIGKILL it before (docs/operations.md, "Reload").
+      kill_timeout: config.requestTimeoutMs * 2 + 7000,
+    },
+    // /metrics and the live status page (docs/status.md); STATUS_PORT=0 leaves it out.
+    ...(config.statusPort > 0 ? [{ ...common, name: 'status', script: path.join(__dirname, 'dist/src/status/main.js'), instances: 1 }] : []),
   ],
 };

@@ -7,6 +7,8 @@ import { MTYPE_GC, chatdMtype, shardMtype, toolMtype } from '../src/ipc/mtypes';
 import { queueFill } from '../src/ipc/queue-fill';
 import type { SysvQueue } from '../src/ipc/sysv/sysv-queue';
 import { SysvTransport, defaultSysvTransportOptions } from '../src/ipc/sysv/sysv-transport';
+import { NatsTransport } from '../src/ipc/nats/nats-transport';
+import type { MessageTransport } from '../src/ipc/transport';
 import { connectPm2, pm2Home } from '../src/runtime/pm2-client';
 import { APP_NAMES } from '../src/gc/pm2-watch';
 import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './tool-common';
@@ -65,11 +67,24 @@ interface Answer {
   problem?: string;
 }
 
-async function askStatus(queue: SysvQueue, config: Config, timeoutMs: number): Promise<Answer[]> {
-  const transport = new SysvTransport(queue, { ...defaultSysvTransportOptions, backlogMessages: 1000, backlogBytes: 1 << 20 });
+/**
+ * Asks every daemon for STATUS over the cluster's transport: the host's queue, or NATS
+ * (TRANSPORT=nats; then `queue` is undefined and nothing is left in a mailbox to drain).
+ */
+async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs: number): Promise<Answer[]> {
+  let transport: MessageTransport;
+  if (config.transport === 'nats') {
+    try {
+      transport = await NatsTransport.connect({ url: config.natsUrls.join(','), cluster: config.clusterName, name: `chatd-cluster health ${process.pid}`, connectTimeoutMs: Math.max(1000, timeoutMs) });
+    } catch (err) {
+      return [{ label: 'nats', mtype: 0, ok: false, ms: 0, problem: `nats: cannot connect to ${config.natsUrls.join(',')}: ${(err as Error).message}` }];
+    }
+  } else {
+    transport = new SysvTransport(queue!, { ...defaultSysvTransportOptions, backlogMessages: 1000, backlogBytes: 1 << 20 });
+  }
   const me = toolMtype();
   const endpoint = new Endpoint(transport, { mtype: me, incarnation: newIncarnation(), maxBatchBytes: config.mqBatchBytes });
-  endpoint.start(() => {});
+  await endpoint.start(() => {}).ready;
   try {
     return await Promise.all(
       targets(config).map(async (t): Promise<Answer> => {
@@ -90,7 +105,7 @@ async function askStatus(queue: SysvQueue, config: Config, timeoutMs: number): P
     await transport.close();
     // Late replies would stay in our mailbox for good: take them out.
     try {
-      while (queue.tryReceive(me)) {
+      while (queue && config.transport === 'sysv' && queue.tryReceive(me)) {
         /* discard */
       }
     } catch {
@@ -155,6 +170,8 @@ async function main(argv: readonly string[]): Promise<number> {
           : `queue ${(fill * 100).toFixed(1)}% full (${s.bytes} of ${s.capacity} bytes, ${s.messages} messages): see ops/README.md`,
       );
     }
+  }
+  if (queue || config.transport === 'nats') {
     answers = await askStatus(queue, config, args.timeoutMs);
     for (const a of answers) if (a.problem) problems.push(a.problem);
   }

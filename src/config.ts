@@ -1,5 +1,6 @@
 import Ajv from 'ajv';
 import { ConfigError } from './errors';
+import { parseNatsUrls } from './ipc/nats/nats-url';
 import { loadSchema } from './schemas';
 
 /**
@@ -42,6 +43,16 @@ export interface Config {
   /** Entries a shard's shared-memory replica holds for its receiver thread's FINDs (0: none). */
   readonly replicaEntries: number;
   readonly logLevel: string;
+  /** What carries the cluster's messages: the host's SysV queue, or NATS (several hosts; docs/multi-host.md). */
+  readonly transport: 'sysv' | 'nats';
+  /** NATS servers (TRANSPORT=nats), normalized `nats://host:port` URLs. */
+  readonly natsUrls: readonly string[];
+  /** Subject prefix on NATS: `chatd.<CLUSTER_NAME>.m.<mtype>`, so clusters can share one NATS server. */
+  readonly clusterName: string;
+  /** Address of the status app's HTTP endpoint (/metrics, the status page); 127.0.0.1 by default. */
+  readonly statusHost: string;
+  /** Its port; 0 disables the status app (ecosystem.config.js then leaves it out). */
+  readonly statusPort: number;
 }
 
 export const CONFIG_VARIABLES = Object.freeze(Object.keys(loadSchema('config.json').properties as object));
@@ -88,6 +99,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (problems.length === 0 && mqTrustedUids.some((u) => !(u >= 0 && u <= 0xfffffffe))) {
     problems.push(`MQ_TRUSTED_UIDS=${JSON.stringify(env.MQ_TRUSTED_UIDS)}: every uid must be from 0 to 4294967294`);
   }
+  let natsUrls: string[] = [];
+  try {
+    natsUrls = parseNatsUrls(String(raw.NATS_URL ?? 'nats://127.0.0.1:4222'));
+  } catch (err) {
+    problems.push(`NATS_URL=${JSON.stringify(env.NATS_URL ?? '')}: ${(err as Error).message}`);
+  }
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`, problems);
   }
@@ -118,5 +135,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reshardQuietMs: raw.RESHARD_QUIET_MS as number,
     replicaEntries: raw.CHANNELD_REPLICA_ENTRIES as number,
     logLevel: raw.LOG_LEVEL as string,
+    transport: raw.TRANSPORT as 'sysv' | 'nats',
+    natsUrls: Object.freeze(natsUrls),
+    clusterName: raw.CLUSTER_NAME as string,
+    statusHost: raw.STATUS_HOST as string,
+    statusPort: raw.STATUS_PORT as number,
   });
 }

@@ -61,6 +61,8 @@ export class BenchCluster {
       MQ_KEY: String(this.mqKey),
       CHANNELD_SHARDS: String(this.shards),
       LOG_LEVEL: 'warn',
+      // The status app (a STATUS round a second, an HTTP port) is left out of the measurements.
+      STATUS_PORT: '0',
       ...this.extraEnv,
     };
   }
@@ -193,7 +195,7 @@ export class BenchCluster {
     for (const name of Object.keys(env)) {
       if (name.startsWith('PM2_') || name.startsWith('CHATD_') || name.startsWith('MQ_') || name === 'pm_id' || name === 'NODE_APP_INSTANCE') delete env[name];
     }
-    for (const name of ['CHANNELD_SHARDS', 'CHANNELS', 'HEARTBEAT_MS', 'DEAD_AFTER_MS', 'SHARD_RECOVERY_MS', 'LOG_LEVEL']) delete env[name];
+    for (const name of ['CHANNELD_SHARDS', 'CHANNELS', 'HEARTBEAT_MS', 'DEAD_AFTER_MS', 'SHARD_RECOVERY_MS', 'LOG_LEVEL', 'TRANSPORT', 'NATS_URL', 'CLUSTER_NAME']) delete env[name];
     return { ...env, ...this.env(), PM2_HOME: this.home };
   }
 

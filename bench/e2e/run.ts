@@ -8,6 +8,9 @@
  *            BENCH_CLUSTER_ROOT picks the checkout whose dist/ runs (default: this one).
  *   cluster-before  with BENCH_BASELINE_ROOT=<another checkout, dist/ built>: that checkout's
  *            cluster in the same rounds (before/after comparisons of a change).
+ *   cluster-nats  with BENCH_NATS=1: the same cluster with TRANSPORT=nats, on a nats-server
+ *            (scripts/setup-nats.sh installs it) started for it on a free port; the server's
+ *            CPU and memory count as the cluster's (it is a process the cluster needs).
  *   single   single-server.ts: one process, the directory in a Map. The ceiling.
  *   fork     fork-front.ts: a front and 4 child_process.fork shards, batched per turn.
  *
@@ -17,7 +20,7 @@
  *
  * Environment: BENCH_ROUNDS (3), BENCH_QUICK=1 (short windows, 1 round), BENCH_ONLY=<regex>
  * over "server/scenario", BENCH_RESULTS (bench/results/e2e-latest.json), BENCH_CLUSTER_ROOT,
- * BENCH_CLUSTER_SHARDS (4), BENCH_SHARDS=1,2,4,8 (shard-scaling mode: the cluster's pipelined
+ * BENCH_CLUSTER_SHARDS (4), BENCH_NATS=1 (adds cluster-nats), BENCH_SHARDS=1,2,4,8 (shard-scaling mode: the cluster's pipelined
  * scenario at each shard count, nothing else).
  *
  * Cleanup on any way out (normal end, failure, SIGINT/SIGTERM/SIGHUP, uncaught exception):
@@ -29,6 +32,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { BENCH_ROOT, BenchCluster, isAlive } from './cluster';
+import { NatsServer } from '../../test/helpers/nats-server';
 import { rssKb } from './procfs';
 import type { Character, LoadCommand, LoadReport, Query, RunResult, ScenarioSpec } from './types';
 import type { ServerReport } from './proto';
@@ -41,6 +45,8 @@ const CLUSTER_ROOT = resolve(process.env.BENCH_CLUSTER_ROOT ?? BENCH_ROOT);
 /** Another checkout (with its dist/ built) measured as the server `cluster-before`, in the same rounds. */
 const BASELINE_ROOT = process.env.BENCH_BASELINE_ROOT ? resolve(process.env.BENCH_BASELINE_ROOT) : undefined;
 const CLUSTER_SHARDS = Number(process.env.BENCH_CLUSTER_SHARDS ?? 4) || 4;
+/** Adds the server `cluster-nats`: the cluster with TRANSPORT=nats, beside the SysV one. */
+const WITH_NATS = process.env.BENCH_NATS === '1';
 const SCALING = process.env.BENCH_SHARDS
   ? process.env.BENCH_SHARDS.split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n >= 1 && n <= 64)
   : undefined;
@@ -185,10 +191,18 @@ async function startServer(name: string): Promise<ServerUnderTest> {
     const labels = name === 'single' ? ['single'] : ['front', ...report.pids.slice(1).map((_, i) => `shard${i}`)];
     return { name, port: report.port, pids: async () => ({ pids: report.pids, labels }), notes: [] };
   }
-  const shards = name === 'cluster' || name === 'cluster-before' ? CLUSTER_SHARDS : Number(/^cluster-s(\d+)$/.exec(name)![1]);
-  const cluster = new BenchCluster(name === 'cluster-before' ? BASELINE_ROOT! : CLUSTER_ROOT, shards, CLUSTER_ENV, name);
+  const shards = name === 'cluster' || name === 'cluster-before' || name === 'cluster-nats' ? CLUSTER_SHARDS : Number(/^cluster-s(\d+)$/.exec(name)![1]);
+  let nats: NatsServer | undefined;
+  let env = CLUSTER_ENV;
+  if (name === 'cluster-nats') {
+    nats = await NatsServer.start();
+    if (nats.pid !== undefined) extraPids.add(nats.pid);
+    env = { ...CLUSTER_ENV, TRANSPORT: 'nats', NATS_URL: nats.url, CLUSTER_NAME: `bench${process.pid}` };
+  }
+  const cluster = new BenchCluster(name === 'cluster-before' ? BASELINE_ROOT! : CLUSTER_ROOT, shards, env, name);
   clusters.add(cluster);
   await cluster.start();
+  const natsPid = nats?.pid;
   return {
     name,
     port: cluster.port,
@@ -197,7 +211,13 @@ async function startServer(name: string): Promise<ServerUnderTest> {
     pids: async () => {
       const { daemon, apps } = await cluster.pids();
       const sorted = [...apps].sort((a, b) => a.name.localeCompare(b.name) || a.instance - b.instance);
-      return { pids: [daemon, ...sorted.map((a) => a.pid)], labels: ['pm2-daemon', ...sorted.map((a) => `${a.name}${a.name === 'channeld' ? a.instance : ''}`)] };
+      const labels = ['pm2-daemon', ...sorted.map((a) => `${a.name}${a.name === 'channeld' ? a.instance : ''}`)];
+      const pids = [daemon, ...sorted.map((a) => a.pid)];
+      if (natsPid !== undefined) {
+        pids.push(natsPid);
+        labels.push('nats-server');
+      }
+      return { pids, labels };
     },
   };
 }
@@ -274,7 +294,7 @@ function table(rows: string[][]): string {
 
 async function main(): Promise<number> {
   const started = new Date();
-  const serverNames = SCALING ? SCALING.map((n) => `cluster-s${n}`) : ['cluster', ...(BASELINE_ROOT ? ['cluster-before'] : []), 'single', 'fork'];
+  const serverNames = SCALING ? SCALING.map((n) => `cluster-s${n}`) : ['cluster', ...(WITH_NATS ? ['cluster-nats'] : []), ...(BASELINE_ROOT ? ['cluster-before'] : []), 'single', 'fork'];
   const selected = (server: string, sc: string): boolean => !ONLY || ONLY.test(`${server}/${sc}`);
   const servers = serverNames.filter((s) => SCENARIOS.some((sc) => selected(s, sc.name)));
   if (servers.length === 0) throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY} selects nothing (names are server/scenario, e.g. cluster/pipelined)`);
@@ -449,6 +469,14 @@ async function main(): Promise<number> {
         lines.push([`${sc}: cluster/cluster-before req/s`, fmt2(ratio(`${sc}.cluster/before.reqPerSec`, c(sc)?.rate.median, be(sc)?.rate.median))]);
         lines.push([`${sc}: cluster/cluster-before CPU per request`, fmt2(ratio(`${sc}.cluster/before.cpuUsPerReq`, c(sc)?.cpu.median, be(sc)?.cpu.median))]);
         lines.push([`${sc}: cluster/cluster-before p50`, fmt2(ratio(`${sc}.cluster/before.p50`, c(sc)?.p50.median, be(sc)?.p50.median))]);
+      }
+    }
+    if (WITH_NATS) {
+      const na = (sc: string) => get('cluster-nats', sc);
+      for (const sc of ['pipelined', 'chat-pipelined', 'conc50', 'single']) {
+        lines.push([`${sc}: cluster-nats/cluster req/s`, fmt2(ratio(`${sc}.nats/sysv.reqPerSec`, na(sc)?.rate.median, c(sc)?.rate.median))]);
+        lines.push([`${sc}: cluster-nats/cluster CPU per request`, fmt2(ratio(`${sc}.nats/sysv.cpuUsPerReq`, na(sc)?.cpu.median, c(sc)?.cpu.median))]);
+        lines.push([`${sc}: cluster-nats/cluster p50`, fmt2(ratio(`${sc}.nats/sysv.p50`, na(sc)?.p50.median, c(sc)?.p50.median))]);
       }
     }
     lines.push(['single (idle): p50 cluster/fork', fmt2(ratio('single.cluster/fork.p50', c('single')?.p50.median, fo('single')?.p50.median))]);

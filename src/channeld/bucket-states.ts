@@ -76,7 +76,12 @@ export class BucketStates {
     return this.waitingCount;
   }
 
-  /** chatDs the hand-over still waits for. */
+  /** Every chatD of the collector's latest answer at this epoch (leave() tells them it goes). */
+  expectedChatds(): string[] {
+    return this.expected ? [...this.expected] : [];
+  }
+
+  /** chatDs the current hand-over still waits for (of the collector's latest answer at this epoch). */
   waitingFor(): string[] {
     return this.expected ? [...this.expected].filter((c) => !this.synced.has(c)) : [];
   }

@@ -116,6 +116,13 @@ export class Directory {
     return removed;
   }
 
+  /** Counts entries per channel (one walk over the directory: for operators). */
+  perChannel(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const e of this.byKey.values()) out[e.channel] = (out[e.channel] ?? 0) + 1;
+    return out;
+  }
+
   /** Counts entries per owner (for status and tests). */
   owners(): Map<string, number> {
     return new Map([...this.byOwner].map(([k, v]) => [k, v.size]));

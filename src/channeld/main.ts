@@ -5,12 +5,14 @@ import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-en
 import { Heartbeat } from '../runtime/heartbeat';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
+import { publishToPm2 } from '../runtime/pm2-metrics';
+import { channeldPm2 } from './pm2-figures';
 import { join } from 'node:path';
 import { ReplicaWriter, createReplicaMemory } from './directory-replica';
 import type { FindInlineData } from './find-inline';
 
 /** channelD entry point: one process per shard; the shard index comes from PM2's NODE_APP_INSTANCE. */
-function main(): void {
+async function main(): Promise<void> {
   const config = loadConfig();
   const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? '0', 10);
   const log = createLogger({ app: 'channeld', shard }, { level: config.logLevel });
@@ -25,8 +27,9 @@ function main(): void {
   const mtype = shardMtype(shard);
   // FINDs are answered in the receiver thread from a shared-memory copy of the directory
   // (find-inline.ts); everything else, and FINDs the copy cannot answer, reach this thread.
-  const replicaMemory = config.replicaEntries > 0 ? createReplicaMemory(config.replicaEntries) : undefined;
-  const ce = openClusterEndpoint(config, log, mtype, replicaMemory
+  // On NATS there is no receiver thread: FINDs go to the main thread, no replica needed.
+  const replicaMemory = config.replicaEntries > 0 && config.transport === 'sysv' ? createReplicaMemory(config.replicaEntries) : undefined;
+  const ce = await openClusterEndpoint(config, log, mtype, replicaMemory
     ? (incarnation) => ({ module: join(__dirname, 'find-inline.js'), data: { replica: replicaMemory, mtype, incarnation } satisfies FindInlineData })
     : undefined);
   const replica = replicaMemory ? new ReplicaWriter(replicaMemory) : undefined;
@@ -41,14 +44,18 @@ function main(): void {
   });
   heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m), () => server.report());
   server.start();
+  // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
+  const pm2 = publishToPm2(channeldPm2(server), log);
   exitWhenReceiverEnds(ce.endpoint.receiver, log);
   heartbeat.start();
   onShutdown(log, async () => {
+    pm2.stop();
+    // Graceful stop (reload): refuse with the leaving mark until chatDs stop asking, then go.
+    await server.leave();
     heartbeat?.stop();
-    server.stop();
     await ce.close();
   });
   void server.whenLive().then(() => ready(log, { mtype, incarnation: ce.incarnation, entries: server.directory.size }));
 }
 
-main();
+void main();

@@ -4,10 +4,11 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import { MTYPE_GC, isChatdMtype } from '../ipc/mtypes';
 import type { Logger } from '../log';
+import { RateMeter, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { fnv1a32Range } from '../cluster/shard-for';
 import { normalizeName } from '../cluster/names';
 import { OwnershipView, bucketOfKey, memberRanges, membersFromRanges } from '../cluster/ownership';
-import { MAX_FIND_REPLY_BYTES, readKey, writeFindReply } from '../cluster/records';
+import { MAX_FIND_REPLY_BYTES, leavingMark, readKey, writeFindReply } from '../cluster/records';
 import { BucketStates, type Verdict } from './bucket-states';
 import { Directory } from './directory';
 import { R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
@@ -94,13 +95,24 @@ export class ShardServer {
   /** Requests routed by a later epoch than this shard's: they wait for the collector's word. */
   private readonly ahead: Parked[] = [];
   private aheadTimer: NodeJS.Timeout | undefined;
+  /** Set by leave(): lookups, logins and moves get UNAVAILABLE with the leaving mark. */
+  private leaving = false;
+  /** Date.now() of the last record handled by this thread (leave() waits for a quiet spell). */
+  private lastRecordAt = 0;
+  /** chatDs that sent this shard requests (mtype → latest incarnation): leave() tells those vouched for. */
+  private readonly chatds = new Map<number, number>();
   /** Removed sessions ("owner:ownerInc:session"), so that a SYNC crossing the REMOVE cannot revive them. */
   private readonly tombstones = new Set<string>();
   private recoveryTimer: NodeJS.Timeout | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
   private startedAt = 0;
+  /**
+   * Records of this thread (the receiver thread's inline FINDs are counted in the replica's
+   * control block: metrics() adds them). logins: LOGINs recorded; logouts: entries REMOVEd.
+   * parked / unvouched / refusedPurges: see admit() and purgeAllowed(). leavingRefused: see leave().
+   */
   readonly counters = {
-    requests: 0, badRequests: 0, wrongEpoch: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0,
+    requests: 0, finds: 0, logins: 0, logouts: 0, badRequests: 0, wrongEpoch: 0, unavailable: 0, hellos: 0, parked: 0, unvouched: 0, refusedPurges: 0, leavingRefused: 0,
     /** Requests routed by a later epoch than ours, parked until we had it; those that waited in vain. */
     ahead: 0, aheadRefused: 0,
     /** Epochs adopted; entries dropped with buckets that moved away; entries a SYNC inserted (names handed over to us). */
@@ -136,8 +148,12 @@ export class ShardServer {
     this.buckets = replica ? new BucketStates(options.shard, replica.states, (e) => replica.setEpoch(e)) : new BucketStates(options.shard);
   }
 
-  /** 'live' once the shard holds a view and no bucket of it waits for its hand-over. */
-  get state(): 'recovering' | 'live' {
+  /**
+   * 'live' once the shard holds a view and no bucket of it waits for its hand-over; 'leaving'
+   * once leave() began (a graceful stop).
+   */
+  get state(): 'recovering' | 'live' | 'leaving' {
+    if (this.leaving) return 'leaving';
     return this.buckets.ready ? 'live' : 'recovering';
   }
 
@@ -199,7 +215,7 @@ export class ShardServer {
   }
 
   private scheduleHello(ms: number): void {
-    if (this.buckets.ready || this.helloTimer) return;
+    if (this.buckets.ready || this.helloTimer || this.leaving) return;
     this.helloTimer = setTimeout(() => this.sayHello(), ms);
     this.helloTimer.unref();
   }
@@ -211,7 +227,7 @@ export class ShardServer {
     this.helloTimer = undefined;
     if (!this.wasLive) {
       this.wasLive = true;
-      this.options.replica?.setLive(true);
+      if (!this.leaving) this.options.replica?.setLive(true); // leaving: FINDs stay with this thread
       this.log.info({ epoch: this.buckets.epoch, entries: this.directory.size, recoveringMs: Date.now() - this.startedAt }, 'shard live');
       for (const w of this.liveWaiters.splice(0)) w();
     } else {
@@ -245,6 +261,74 @@ export class ShardServer {
     if (!this.buckets.ready) this.scheduleHello(0);
     else this.checkReady();
     this.settleAhead(false);
+  }
+
+  /** The shard's STATUS reply (also `pm2 trigger channeld status`). */
+  status(): Record<string, unknown> {
+    return {
+      role: 'channeld',
+      shard: this.options.shard,
+      pid: process.pid,
+      uptimeS: uptimeS(),
+      state: this.state,
+      epoch: this.buckets.epoch,
+      waitingBuckets: this.buckets.waiting,
+      waitingFor: this.waitingFor(),
+      entries: this.directory.size,
+      counters: { ...this.counters },
+      ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
+      endpoint: { ...this.endpoint.counters },
+      metrics: this.metrics(),
+    };
+  }
+
+  /**
+   * What the directory holds, counted (`pm2 trigger channeld dump-counts`): entries per
+   * channel and per owner (chatD mtype:incarnation), removals remembered. One walk over the
+   * directory: for an operator, not for a loop.
+   */
+  dumpCounts(): Record<string, unknown> {
+    return {
+      shard: this.options.shard,
+      state: this.state,
+      epoch: this.buckets.epoch,
+      entries: this.directory.size,
+      perChannel: this.directory.perChannel(),
+      perOwner: Object.fromEntries(this.directory.owners()),
+      tombstones: this.tombstones.size,
+      replica: this.options.replica ? replicaCounters(this.options.replica) : undefined,
+      counters: this.metrics().counters,
+    };
+  }
+
+  /**
+   * FINDs the receiver thread answered on its own, since start (0 without a replica). Its
+   * counter is an Int32 slot that wraps after 2^32: read as uint32, and the change since the
+   * last read added up here (reads come every second or so under PM2; one wrap between two
+   * reads would take 2^32 finds).
+   */
+  inlineFinds(): number {
+    const r = this.options.replica;
+    if (!r) return 0;
+    const raw = Atomics.load(r.views.control, R_FINDS) >>> 0;
+    this.inlineTotal += (raw - this.inlineLast + 0x1_0000_0000) % 0x1_0000_0000;
+    this.inlineLast = raw;
+    return this.inlineTotal;
+  }
+  private inlineTotal = 0;
+  private inlineLast = 0;
+  private readonly requestRate = new RateMeter(() => this.counters.requests + this.inlineTotal);
+  private readonly findRate = new RateMeter(() => this.counters.finds + this.inlineTotal);
+
+  /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
+  metrics(): ProcessMetrics {
+    const c = this.counters;
+    const inline = this.inlineFinds();
+    return {
+      counters: { requests: c.requests + inline, finds: c.finds + inline, inlineFinds: inline, logins: c.logins, logouts: c.logouts, badRequests: c.badRequests, unavailable: c.unavailable },
+      gauges: { entries: this.directory.size, live: this.state === 'live' ? 1 : 0 },
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
+    };
   }
 
   private tombstone(key: string): void {
@@ -394,9 +478,54 @@ export class ShardServer {
     }
   }
 
+  /**
+   * The first step of a graceful stop (docs/operations.md, "Reload"): every chatD that sent
+   * this shard a request (or that the collector named) gets a one-way LEAVING, and from now on
+   * FIND, LOGIN and MOVE get UNAVAILABLE with the leaving mark (cluster/records.ts). Either
+   * way chatD treats this shard as down until the collector reports its successor, instead of
+   * sending requests that would wait in a mailbox nobody reads (TIMEOUT). REMOVE, PURGE and
+   * SYNC are still applied. Resolves once no record arrived for `quietMs` (chatDs have
+   * stopped asking), or after `maxMs`; then the caller stops receiving and exits.
+   */
+  async leave(quietMs = 250, maxMs = 2000): Promise<void> {
+    this.stop();
+    this.leaving = true;
+    this.leavingReply = leavingMark(this.endpoint.incarnation);
+    this.options.replica?.setLive(false); // FINDs go to this thread, which answers them UNAVAILABLE
+    // Told: the chatDs the collector names live, those of its HELLO answer, and those that sent
+    // requests and are vouched for (a forged sender is not written to).
+    const told = new Map(this.liveChatds);
+    for (const c of this.buckets.expectedChatds()) {
+      const [mtype, inc] = c.split(':').map(Number) as [number, number];
+      if (!told.has(mtype)) told.set(mtype, inc);
+    }
+    for (const [mtype, inc] of this.chatds) if (!told.has(mtype) && this.vouched(mtype, inc)) told.set(mtype, inc);
+    const notice = encodePayload('leaving', { shard: this.options.shard, shardInc: this.endpoint.incarnation });
+    for (const [mtype, inc] of told) {
+      try {
+        this.endpoint.post(mtype, { kind: Kind.LEAVING, payload: notice }, inc, () => {});
+      } catch {
+        /* the endpoint is closed: nobody to tell */
+      }
+    }
+    const started = Date.now();
+    this.lastRecordAt = Math.max(this.lastRecordAt, started);
+    for (;;) {
+      const now = Date.now();
+      if (now - this.lastRecordAt >= quietMs || now - started >= maxMs) break;
+      await new Promise((r) => setTimeout(r, Math.min(50, quietMs)));
+    }
+    this.log.info({ leavingRefused: this.counters.leavingRefused, ms: Date.now() - started }, 'left: no more requests; stopping');
+  }
+  private leavingReply: Buffer = EMPTY;
+
   private onRecord(rec: InboundRecord, reply: ReplyFn | undefined): void {
     if (!reply) return; // every shard record is a request; one-way ones have no business here
     this.counters.requests++;
+    if (isChatdMtype(rec.from) && this.chatds.get(rec.from) !== rec.fromIncarnation) {
+      this.chatds.set(rec.from, rec.fromIncarnation);
+    }
+    if (this.leaving) this.lastRecordAt = Date.now();
     this.run(rec, reply);
   }
 
@@ -478,18 +607,29 @@ export class ShardServer {
     return false;
   }
 
+  /** While leaving (leave()): UNAVAILABLE with the leaving mark, and true. */
+  private refusedLeaving(reply: ReplyFn): boolean {
+    if (!this.leaving) return false;
+    this.counters.unavailable++;
+    this.counters.leavingRefused++;
+    reply(Status.UNAVAILABLE, this.leavingReply);
+    return true;
+  }
+
   private handle(rec: InboundRecord, reply: ReplyFn): void {
     const d = this.directory;
     switch (rec.kind) {
       case Kind.FIND: {
         // The hot record: a binary payload (the directory key), no JSON (cluster/records.ts).
         // u32 epoch, then the key.
+        this.counters.finds++;
         const p = rec.payload;
         const key = p.length > FIND_EPOCH_BYTES ? readKey(p, FIND_EPOCH_BYTES, p.length) : undefined;
         if (key === undefined) {
           this.counters.badRequests++;
           return reply(Status.BAD_REQUEST, EMPTY);
         }
+        if (this.refusedLeaving(reply)) return;
         const epoch = p.readUInt32LE(0);
         if (!this.served(this.buckets.verdictOfHash(epoch, fnv1a32Range(p, FIND_EPOCH_BYTES, p.length)), rec, reply)) return;
         const e = d.findKey(key);
@@ -498,13 +638,14 @@ export class ShardServer {
       }
       case Kind.LOGIN: {
         const p = this.decode('login', rec, reply);
-        if (!p || !this.fromChatd(rec, reply) || !this.served(this.verdictOfName(p.epoch, p.name), rec, reply) || !this.admit(rec, reply)) return;
+        if (!p || this.refusedLeaving(reply) || !this.fromChatd(rec, reply) || !this.served(this.verdictOfName(p.epoch, p.name), rec, reply) || !this.admit(rec, reply)) return;
         const outcome = d.login(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
+        if (outcome === 'ok') this.counters.logins++;
         return reply(outcome === 'ok' ? Status.OK : Status.NAME_TAKEN, EMPTY);
       }
       case Kind.MOVE: {
         const p = this.decode('move', rec, reply);
-        if (!p || !this.fromChatd(rec, reply) || !this.served(this.verdictOfName(p.epoch, p.name), rec, reply) || !this.admit(rec, reply)) return;
+        if (!p || this.refusedLeaving(reply) || !this.fromChatd(rec, reply) || !this.served(this.verdictOfName(p.epoch, p.name), rec, reply) || !this.admit(rec, reply)) return;
         const ok = d.move(p.name, p.channel, rec.from, rec.fromIncarnation, p.session);
         return reply(ok ? Status.OK : Status.NOT_FOUND, EMPTY);
       }
@@ -520,6 +661,7 @@ export class ShardServer {
         }
         if (rec.from !== MTYPE_GC && !this.admit(rec, reply)) return;
         const removed = d.remove(p.name, p.owner, p.ownerInc, p.session);
+        if (removed) this.counters.logouts++;
         // Kept after going live too: a chatD may resync a live shard (it saw its incarnation
         // change), and a session ended meanwhile must not come back. Session ids are never
         // reused by one chatD incarnation, so a tombstone cannot hide a later login.
@@ -558,24 +700,12 @@ export class ShardServer {
         return reply(Status.OK, encodePayload('count', { count, conflicts }));
       }
       case Kind.STATUS:
-        return reply(
-          Status.OK,
-          encodePayload('status', {
-            role: 'channeld',
-            shard: this.options.shard,
-            state: this.state,
-            epoch: this.buckets.epoch,
-            waitingBuckets: this.buckets.waiting,
-            waitingFor: this.waitingFor(),
-            entries: d.size,
-            counters: { ...this.counters },
-            ...(this.options.replica ? { receiverThread: replicaCounters(this.options.replica) } : {}),
-            endpoint: { ...this.endpoint.counters },
-          }),
-        );
+        return reply(Status.OK, encodePayload('status', this.status()));
       default:
         this.counters.badRequests++;
         return reply(Status.BAD_REQUEST, EMPTY);
     }
   }
 }
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;

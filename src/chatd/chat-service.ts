@@ -5,6 +5,8 @@ import type { InboundRecord } from '../ipc/envelope';
 import type { Endpoint, ReplyFn, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
 import type { Logger } from '../log';
+import { shardMtype } from '../ipc/mtypes';
+import { LatencySampler, RateMeter, monotonicMs, uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import type { ClientRequest } from '../protocol/client-request';
 import { normalizeName } from '../cluster/names';
 import { errorReply, messagePush, okReply, whisperPush } from '../protocol/replies';
@@ -28,24 +30,52 @@ class FindCall {
     readonly name: string,
     /** The chat form's language; undefined for op `find`. */
     readonly lang: Lang | undefined,
+    /** When the request started (LatencySampler.start(): -1 when not timed), and the sampler's stride then. */
+    readonly t0: number,
+    readonly stride: number,
   ) {}
 }
 
 export interface ChatServiceOptions {
   channels: number;
   requestTimeoutMs: number;
+  /** The front end's figures for status() (ChatdServer's connections); absent: zeros. */
+  front?: () => { connections: number; inFlight: number };
 }
 
 type Fields = Record<string, unknown>;
 
 /**
+ * Requests after which a connection's later requests wait until it is done: those that change
+ * the connection's character (docs/protocol.md, "Pipelining and order"). `cmd`: the chat
+ * text's slash command, when parsed.
+ */
+export function isBarrier(req: ClientRequest, cmd: SlashCommand | undefined): boolean {
+  return req.op === 'login' || req.op === 'move' || req.op === 'logout' || cmd?.kind === 'channel';
+}
+
+/**
  * The ops of PROTOCOL.md, for every connection of this chatD. Each request gets exactly one
  * reply: handlers return the success fields or throw a ClientError, and `onFrame` turns
  * either into the one reply.
+ *
+ * One connection's requests take effect in the order sent: while a login, move or logout
+ * (a barrier) of a connection is in flight, the requests read after it wait on the
+ * connection (`conn.waiting`) and run when it is done, as if it had completed first. Other
+ * requests run at once, concurrently (pipelined finds are not serialized).
  */
 export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   private nextSessionId = 1;
-  readonly counters = { requests: 0, rateLimited: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0 };
+  /**
+   * Plain increments on the request path (docs/operations.md, "Metrics"). `errors`: requests
+   * answered ok:false, whatever the code (bad requests, rate limited and timeouts included).
+   * `waited`: requests that waited behind a login, move or logout of their connection.
+   */
+  readonly counters = { requests: 0, finds: 0, timeouts: 0, rateLimited: 0, errors: 0, badRequests: 0, internalErrors: 0, whispersForwarded: 0, waited: 0 };
+  /** Client request latency, request started to reply written, over the last 10 s (sampled above 1,024 req/s). */
+  readonly latency = new LatencySampler();
+  private readonly requestRate = new RateMeter(() => this.counters.requests);
+  private readonly findRate = new RateMeter(() => this.counters.finds);
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -62,54 +92,132 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
     const v = this.validate(frame);
     if (!v.ok) {
       this.counters.badRequests++;
+      this.counters.errors++;
       conn.reply(errorReply(v.op, v.id, ClientErrorCode.BAD_REQUEST, v.message));
       return;
     }
     const req = v.request;
     if (!conn.takeToken()) {
       this.counters.rateLimited++;
+      this.counters.errors++;
       conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests; slow down'));
       return;
     }
     conn.requestStarted();
+    if (conn.barrier) return this.wait(conn, req);
+    this.start(conn, req);
+  }
+
+  /** Runs a request admitted by onFrame (validated, token taken, counted in flight). */
+  private start(conn: ClientConnection, req: ClientRequest): void {
+    const t0 = this.latency.start();
+    const stride = this.latency.stride;
     // The hot path, `find` in both forms: no Promise, the reply written as a JSON string.
-    if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined);
+    if (req.op === 'find' && conn.session) return this.startFind(conn, req.id, req.name, undefined, t0, stride);
     let cmd: SlashCommand | undefined;
     if (req.op === 'chat' && conn.session && req.text.startsWith('/')) {
       cmd = parseSlashCommand(req.text);
-      if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang);
+      if (cmd.kind === 'find') return this.startFind(conn, req.id, cmd.name, cmd.lang, t0, stride);
     }
     let result: Fields | Promise<Fields>;
     try {
       result = this.dispatch(conn, req, cmd);
     } catch (err) {
-      result = Promise.reject(err);
+      // Refused before it started (NOT_LOGGED_IN, a bad channel): answered now, in order;
+      // it changed nothing, so what follows need not wait.
+      this.replyError(conn, req, err, t0, stride);
+      return;
     }
     if (!(result instanceof Promise)) {
       conn.reply(okReply(req.op, req.id, result));
       conn.requestDone();
+      this.latency.end(t0, stride);
       return;
     }
+    if (!isBarrier(req, cmd)) {
+      result.then(
+        (fields) => {
+          conn.reply(okReply(req.op, req.id, fields));
+          conn.requestDone();
+          this.latency.end(t0, stride);
+        },
+        (err: unknown) => this.replyError(conn, req, err, t0, stride),
+      );
+      return;
+    }
+    conn.barrier = true;
     result.then(
       (fields) => {
+        conn.barrier = false;
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
+        this.latency.end(t0, stride);
+        this.release(conn);
       },
       (err: unknown) => {
-        const code = toClientCode(err);
-        if (code === ClientErrorCode.INTERNAL) {
-          this.counters.internalErrors++;
-          this.log.error({ err, op: req.op }, 'request failed');
-        }
-        const message = err instanceof ClientError ? err.message : 'internal error';
-        conn.reply(errorReply(req.op, req.id, code, message));
-        conn.requestDone();
+        conn.barrier = false;
+        this.replyError(conn, req, err, t0, stride);
+        this.release(conn);
       },
     );
   }
 
-  private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined): void {
-    const call = new FindCall(conn, id, name, lang);
+  /** Counts a failed request (off the hot path); its client code. */
+  private countError(err: unknown, op: string): ClientErrorCode {
+    const code = toClientCode(err);
+    this.counters.errors++;
+    if (code === ClientErrorCode.TIMEOUT) this.counters.timeouts++;
+    else if (code === ClientErrorCode.INTERNAL) {
+      this.counters.internalErrors++;
+      this.log.error({ err, op }, 'request failed');
+    }
+    return code;
+  }
+
+  /** The one reply of a request that failed. */
+  private replyError(conn: ClientConnection, req: ClientRequest, err: unknown, t0: number, stride: number): void {
+    const code = this.countError(err, req.op);
+    const message = err instanceof ClientError ? err.message : 'internal error';
+    conn.reply(errorReply(req.op, req.id, code, message));
+    conn.requestDone();
+    this.latency.end(t0, stride);
+  }
+
+  /** A request read while a barrier of its connection is in flight: it waits its turn. */
+  private wait(conn: ClientConnection, req: ClientRequest): void {
+    const w = conn.waiting;
+    if (w !== undefined && w.length >= conn.maxWaiting) {
+      this.counters.rateLimited++;
+      this.counters.errors++;
+      conn.reply(errorReply(req.op, req.id, ClientErrorCode.RATE_LIMITED, 'too many requests waiting behind a login, move or logout; slow down'));
+      conn.requestDone();
+      return;
+    }
+    this.counters.waited++;
+    if (w === undefined) conn.waiting = [req];
+    else w.push(req);
+  }
+
+  /**
+   * A barrier is done (its reply written): runs the requests that waited for it, in order,
+   * until one of them is a barrier again (the rest keep waiting for that one).
+   */
+  private release(conn: ClientConnection): void {
+    const w = conn.waiting;
+    if (w === undefined) return;
+    let i = 0;
+    while (i < w.length && !conn.barrier && !conn.ending) this.start(conn, w[i++]!);
+    if (conn.ending) {
+      // Closed or closing (logout done, an error push, shutdown): no reply can go out.
+      if (conn.waiting === w) w.splice(0, i);
+      conn.dropWaiting();
+    } else if (i === w.length) conn.waiting = undefined;
+    else w.splice(0, i);
+  }
+
+  private startFind(conn: ClientConnection, id: number, name: string, lang: Lang | undefined, t0: number, stride: number): void {
+    this.counters.finds++;
+    const call = new FindCall(conn, id, name, lang, t0, stride);
     try {
       this.shards.sendFind(name, this, call);
     } catch (err) {
@@ -137,6 +245,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       conn.replyJson(`{"op":"chat","id":${call.id},"ok":true,"command":"find","result":${result},"text":${JSON.stringify(text)}}`);
     }
     conn.requestDone();
+    this.latency.end(call.t0, call.stride);
   }
 
   /** A find that got no answer (ReplySink). */
@@ -145,14 +254,11 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   private failFind(call: FindCall, err: unknown): void {
-    const code = toClientCode(err);
-    if (code === ClientErrorCode.INTERNAL) {
-      this.counters.internalErrors++;
-      this.log.error({ err, op: 'find' }, 'request failed');
-    }
+    const code = this.countError(err, 'find');
     const message = err instanceof ClientError ? err.message : 'internal error';
     call.conn.reply(errorReply(call.lang === undefined ? 'find' : 'chat', call.id, code, message));
     call.conn.requestDone();
+    this.latency.end(call.t0, call.stride);
   }
 
   /** `cmd`: the chat text's slash command, when onFrame has parsed it already. */
@@ -181,6 +287,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
 
   private async login(conn: ClientConnection, name: string, channel: number): Promise<Fields> {
     if (conn.session || conn.pendingLogin !== undefined) throw new ClientError(ClientErrorCode.ALREADY_LOGGED_IN, 'this connection has a character already');
+    if (conn.endAfterReply) throw new ClientError(ClientErrorCode.UNAVAILABLE, 'the connection closes after its logout; log in on a new connection');
     const id = this.takeSessionId();
     conn.pendingLogin = id;
     try {
@@ -270,7 +377,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 
   private async logout(conn: ClientConnection, s: Session): Promise<Fields> {
-    conn.endAfterReply = true;
+    conn.endAfterReplies();
     conn.session = undefined;
     this.sessions.delete(s);
     // The client waits for its reply: past one collector round and one direct attempt, answer.
@@ -307,6 +414,16 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       void this.resync(p.shard);
       return;
     }
+    if (rec.kind === Kind.LEAVING) {
+      // A shard stopping (reload): down until the collector reports its successor. Only the
+      // shard itself may say so, about its own incarnation. Any shard index the schema allows
+      // (below 900): with resharding, members are not bounded by CHANNELD_SHARDS.
+      const p = decodePayload('leaving', rec.payload);
+      if (p && rec.from === shardMtype(p.shard) && rec.fromIncarnation === p.shardInc) {
+        this.shards.noteLeaving(p.shard, p.shardInc);
+      }
+      return;
+    }
     if (rec.kind === Kind.STATUS && reply) {
       return reply(Status.OK, encodePayload('status', this.status()));
     }
@@ -316,10 +433,13 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   status(): Record<string, unknown> {
     return {
       role: 'chatd',
+      pid: process.pid,
+      uptimeS: uptimeS(),
       sessions: this.sessions.size,
       ending: this.reaper.ending.size,
       counters: { ...this.counters },
       reaper: { ...this.reaper.counters },
+      shards: { ...this.shards.counters },
       endpoint: { ...this.endpoint.counters },
       pendingRequests: this.endpoint.pendingRequests,
       strangerReplies: this.shards.strangerReplies,
@@ -327,6 +447,20 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       epoch: this.shards.follower.view?.epoch ?? 0,
       ready: this.shards.follower.ready,
       handover: { ...this.shards.follower.counters, owed: this.shards.follower.owedShards() },
+      metrics: this.metrics(),
+    };
+  }
+
+  /** The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. */
+  metrics(): ProcessMetrics {
+    const c = this.counters;
+    const front = this.options.front?.() ?? { connections: 0, inFlight: 0 };
+    return {
+      counters: { requests: c.requests, finds: c.finds, timeouts: c.timeouts, rateLimited: c.rateLimited, errors: c.errors, internalErrors: c.internalErrors },
+      gauges: { sessions: this.sessions.size, connections: front.connections, inFlight: front.inFlight, ending: this.reaper.ending.size },
+      latency: this.latency.histogram.summary(monotonicMs()),
+      sessionsPerChannel: this.sessions.perChannel(),
+      rates: { requests: round1(this.requestRate.rate()), finds: round1(this.findRate.rate()) },
     };
   }
 
@@ -414,3 +548,4 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   }
 }
 
+const round1 = (x: number): number => Math.round(x * 10) / 10;

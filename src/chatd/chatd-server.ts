@@ -16,6 +16,9 @@ import { SessionReaper } from './session-reaper';
 import { SessionTable } from './session';
 import { ShardClient } from './shard-client';
 
+/** How long a stopping chatD waits for its sessions' removals to be confirmed. */
+const REMOVAL_PATIENCE_MS = 1500;
+
 /**
  * chatD: the TCP front end. Owns the listening socket and the connections; the ops live in
  * ChatService, the shards behind ShardClient, session clean-up in SessionReaper.
@@ -54,7 +57,7 @@ export class ChatdServer {
       this.sessions,
       this.reaper,
       createRequestValidator({ channels: config.channels }),
-      { channels: config.channels, requestTimeoutMs: config.requestTimeoutMs },
+      { channels: config.channels, requestTimeoutMs: config.requestTimeoutMs, front: () => this.frontGauges() },
       log,
     );
     this.legacy = new LegacyGateway(transport, this.shards, log);
@@ -193,15 +196,45 @@ export class ChatdServer {
     return this.connections.size;
   }
 
-  /** Stops accepting, ends every session (so the shards forget them), then stops receiving. */
+  /** Connections and the requests they have in flight (a walk over the connections: for reads, not per request). */
+  frontGauges(): { connections: number; inFlight: number } {
+    let inFlight = 0;
+    for (const c of this.connections) inFlight += c.inFlight;
+    return { connections: this.connections.size, inFlight };
+  }
+
+
+  /**
+   * Longest stop(): the connections' drain (replyGraceMs, then at most 2 s for a peer that does
+   * not read, and a margin), then the removals (REMOVAL_PATIENCE_MS). main.ts gives the shutdown this much plus a margin,
+   * and ecosystem.config.js gives chatD a kill_timeout above it.
+   */
+  get stopBudgetMs(): number {
+    return this.connOptions.replyGraceMs + 2500 + REMOVAL_PATIENCE_MS;
+  }
+
+  /**
+   * Graceful stop (pm2 stop, restart, reload; docs/operations.md "Reload"): stops accepting and
+   * reading at once; every request already read gets its reply (failAfterReplies), then each
+   * connection gets the shutdown push and is closed; then every session is ended (so the
+   * shards forget them) and receiving stops. A request without a reply when the push arrives
+   * was not read and took no effect.
+   */
   async stop(): Promise<void> {
     this.heartbeat.stop();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      for (const c of this.connections) c.fail(ClientErrorCode.UNAVAILABLE, 'server shutting down');
-    });
-    const ends = [...this.sessions.all()].map((s) => this.reaper.end(s.name, s.id));
-    await Promise.race([Promise.allSettled(ends), new Promise((r) => setTimeout(r, 1500))]);
+    const drained = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const inFlight = [...this.connections].reduce((n, c) => n + c.inFlight, 0);
+    this.log.info({ connections: this.connections.size, inFlight, sessions: this.sessions.size }, 'shutting down: answering requests in flight, then closing connections');
+    for (const c of this.connections) c.failAfterReplies(ClientErrorCode.UNAVAILABLE, 'server shutting down');
+    let drainTimer: NodeJS.Timeout | undefined;
+    await Promise.race([drained, new Promise<void>((r) => (drainTimer = setTimeout(r, this.connOptions.replyGraceMs + 2500)))]);
+    clearTimeout(drainTimer);
+    // Sessions of closed connections are being ended already (onClose); end any left, then
+    // wait for every removal to be confirmed (the 2-second rule), within the patience.
+    for (const s of [...this.sessions.all()]) void this.reaper.end(s.name, s.id);
+    const until = Date.now() + REMOVAL_PATIENCE_MS;
+    while (this.reaper.unconfirmed > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    if (this.reaper.unconfirmed > 0) this.log.warn({ unconfirmed: this.reaper.unconfirmed }, 'session removals unconfirmed at exit; the collector purges this incarnation');
     this.reaper.stop(); // removals still unconfirmed go with this incarnation (PURGE by gc or our successor)
     await this.legacy.close();
     await this.endpoint.close();

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { ClientErrorCode } from '../errors';
 import type { Logger } from '../log';
+import type { ClientRequest } from '../protocol/client-request';
 import { FrameDecoder, FrameError } from '../protocol/frame-decoder';
 import { encodeFrame } from '../protocol/frame-encoder';
 import { errorPush } from '../protocol/replies';
@@ -21,13 +22,17 @@ export interface ConnectionOptions {
    * every connection that has output waiting in chatD, and such connections are not read.
    */
   outputBudgetBytes: number;
-  /** Requests in flight past which reading pauses (backpressure instead of errors). */
+  /**
+   * Requests in flight past which reading pauses (backpressure instead of errors). Requests
+   * waiting behind a login, move or logout count as in flight.
+   */
   maxInFlight: number;
   /** A frame whose first byte arrived must be complete within this (else TIMEOUT and close). */
   frameTimeoutMs: number;
   /**
-   * Longest wait, after a bad frame or a missed frame deadline, for the replies of the
-   * requests still in flight before the error push and the close go out regardless.
+   * After a bad frame or a missed frame deadline, the requests still in flight are answered
+   * before the error push and the close; past this long without a reply (the clock restarts
+   * at each one), those go out regardless.
    */
   replyGraceMs: number;
 }
@@ -55,7 +60,16 @@ export class ClientConnection {
    * still in flight, are written (each request gets exactly one reply).
    */
   endAfterReply = false;
+  /** Requests read and not yet answered (those in `waiting` included). */
   inFlight = 0;
+  /**
+   * A login, move or logout of this connection is in flight: the requests read after it wait
+   * in `waiting`, in the order sent, and run once it is done (ChatService; docs/protocol.md,
+   * "Pipelining and order"). Read on every request: keep it a plain field.
+   */
+  barrier = false;
+  /** Requests read while `barrier` was set, oldest first; undefined when none wait. */
+  waiting: ClientRequest[] | undefined;
   droppedPushes = 0;
   private readonly decoder: FrameDecoder;
   private readonly bucket: TokenBucket;
@@ -90,6 +104,40 @@ export class ClientConnection {
     });
     socket.on('error', () => {}); // resets are normal; 'close' follows
     socket.on('close', () => this.onClosed());
+  }
+
+  /** end() or fail() was called, or the socket closed: no reply can be written any more. */
+  get ending(): boolean {
+    return this.closed || this.closing;
+  }
+
+  /**
+   * How many requests may wait behind a barrier. Reading pauses well before (waiting requests
+   * count toward maxInFlight): only a burst decoded in one go can meet it.
+   */
+  get maxWaiting(): number {
+    return this.options.maxInFlight + 2 * FRAMES_PER_TURN;
+  }
+
+  /** Forgets the waiting requests of a connection that can no longer be answered. */
+  dropWaiting(): void {
+    const w = this.waiting;
+    if (w === undefined) return;
+    this.waiting = undefined;
+    this.inFlight -= w.length;
+  }
+
+  /**
+   * For logout: nothing more is read from now on; once every request read so far has its
+   * reply, the connection closes.
+   */
+  endAfterReplies(): void {
+    this.endAfterReply = true;
+    if (this.closed || this.closing) return;
+    // Frames already read (decoded or not) are still served; the socket is not read again.
+    this.disarmFrameDeadline();
+    this.paused = true;
+    this.socket.pause();
   }
 
   /** Takes a rate-limit token; false means: answer RATE_LIMITED. */
@@ -214,8 +262,8 @@ export class ClientConnection {
   }
 
   /**
-   * For protocol errors: stops reading at once, lets every request already read get its
-   * reply (at most replyGraceMs), then sends the error push and closes.
+   * For protocol errors and chatD's shutdown: stops reading at once, lets every request
+   * already read get its reply (at most replyGraceMs), then sends the error push and closes.
    */
   failAfterReplies(code: ClientErrorCode, message: string): void {
     if (this.closed || this.closing || this.pendingFail) return;
@@ -225,8 +273,11 @@ export class ClientConnection {
     this.stopReading();
     const t = setTimeout(() => this.fail(code, message), this.options.replyGraceMs);
     t.unref();
+    this.graceTimer = t;
     this.socket.once('close', () => clearTimeout(t));
   }
+  /** failAfterReplies' timer, restarted by each reply (requests behind a barrier come one after another). */
+  private graceTimer: NodeJS.Timeout | undefined;
 
   /** Closes after what was written has gone out. */
   end(): void {
@@ -245,8 +296,10 @@ export class ClientConnection {
   /** Call after the request's reply is written. */
   requestDone(): void {
     this.inFlight--;
-    if (this.inFlight === 0 && this.pendingFail) this.fail(this.pendingFail.code, this.pendingFail.message);
-    else if (this.endAfterReply && this.inFlight === 0 && !this.input) this.end();
+    if (this.pendingFail) {
+      if (this.inFlight === 0) this.fail(this.pendingFail.code, this.pendingFail.message);
+      else this.graceTimer?.refresh();
+    } else if (this.endAfterReply && this.inFlight === 0 && !this.input) this.end();
     else this.updateFlow();
   }
 
@@ -255,7 +308,13 @@ export class ClientConnection {
     const t = setTimeout(() => this.socket.destroy(), 2000);
     t.unref();
     this.socket.once('close', () => clearTimeout(t));
-    this.stopReading();
+    // What the peer still sends is read and discarded, never served: so its FIN is seen and
+    // the socket closes at once, and no unread input turns the close into a reset (which
+    // could make the peer lose the error push still in its receive buffer).
+    this.disarmFrameDeadline();
+    this.socket.removeAllListeners('data');
+    this.socket.on('data', () => {});
+    this.socket.resume();
   }
 
   private stopReading(): void {
@@ -421,6 +480,7 @@ export class ClientConnection {
     this.closed = true;
     this.held = undefined;
     this.input = false;
+    this.dropWaiting();
     totalUnsent -= this.accounted;
     this.accounted = 0;
     this.disarmFrameDeadline();

@@ -46,6 +46,13 @@ export class SessionTable {
     return this.byChannel.get(channel) ?? new Set();
   }
 
+  /** Channel number -> sessions in it (channels with none left out). */
+  perChannel(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [channel, set] of this.byChannel) out[channel] = set.size;
+    return out;
+  }
+
   all(): IterableIterator<Session> {
     return this.byKey.values();
   }

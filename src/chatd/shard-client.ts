@@ -1,7 +1,7 @@
 import { Kind, Status } from '../cluster/kinds';
 import { decodePayload, encodePayload, type PayloadName, type PayloadTypes, type ViewPayload } from '../cluster/messages';
 import { normalizeName } from '../cluster/names';
-import { readFindReply, type FindHit } from '../cluster/records';
+import { readFindReply, readLeavingMark, type FindHit } from '../cluster/records';
 import { ClientError, ClientErrorCode } from '../errors';
 import type { Endpoint, Reply, ReplySink } from '../ipc/endpoint';
 import { RequestError } from '../ipc/endpoint';
@@ -11,6 +11,8 @@ import { EpochFollower } from './epoch-follower';
 
 export type FindOutcome = { online: false } | ({ online: true } & FindHit);
 const OFFLINE: FindOutcome = Object.freeze({ online: false });
+/** Longest time a shard that said it is stopping counts as down without news of its successor. */
+const LEAVING_HOLD_MS = 10_000;
 
 /**
  * chatD's view of the shards: routes each request to the shard that owns the name under the
@@ -103,10 +105,40 @@ export class ShardClient {
     return [...set].sort((a, b) => a - b);
   }
 
-  /** False only when the collector recently said the shard is not alive. */
+  /**
+   * Shards that answered with the leaving mark (they are stopping: reload): shard index →
+   * the stopping incarnation and when it said so. Down until the collector reports another
+   * incarnation of that shard, or for LEAVING_HOLD_MS at most.
+   */
+  private readonly leaving = new Map<number, { incarnation: number; at: number }>();
+  readonly counters = { leavingMarks: 0 };
+
+  /** A shard said it is stopping (an UNAVAILABLE reply with the leaving mark). */
+  noteLeaving(shard: number, incarnation: number): void {
+    const named = this.live?.get(shard);
+    if (named !== undefined && named !== incarnation) return; // not the incarnation the collector names
+    const known = this.leaving.get(shard);
+    if (known?.incarnation === incarnation) return;
+    this.leaving.set(shard, { incarnation, at: Date.now() });
+    this.counters.leavingMarks++;
+  }
+
+  /** False when the collector recently said the shard is not alive, or the shard is stopping. */
   isUp(shard: number): boolean {
+    if (this.leaving.size > 0 && this.isLeaving(shard)) return false;
     if (!this.live || Date.now() - this.liveAt > this.membershipTtlMs) return true;
     return this.live.has(shard);
+  }
+
+  private isLeaving(shard: number): boolean {
+    const m = this.leaving.get(shard);
+    if (!m) return false;
+    const successor = this.live && Date.now() - this.liveAt <= this.membershipTtlMs ? this.live.get(shard) : undefined;
+    if ((successor !== undefined && successor !== m.incarnation) || Date.now() - m.at > LEAVING_HOLD_MS) {
+      this.leaving.delete(shard);
+      return false;
+    }
+    return true;
   }
 
   async find(name: string): Promise<FindOutcome> {
@@ -143,6 +175,10 @@ export class ShardClient {
   findOutcome(status: number, body: Buffer, start: number, end: number, key: string, shard?: number, fromIncarnation?: number): FindOutcome {
     if (shard !== undefined && fromIncarnation !== undefined) this.checkIncarnation(shard, fromIncarnation);
     if (status === Status.NOT_FOUND) return OFFLINE;
+    if (status === Status.UNAVAILABLE) {
+      const owner = shard ?? this.follower.view?.ownerOfKey(key);
+      if (owner !== undefined) this.checkLeaving(owner, body, start, end);
+    }
     this.checkStatus(status);
     const hit = readFindReply(body, start, end);
     if (!hit) throw new ClientError(ClientErrorCode.INTERNAL, 'shard sent a malformed reply');
@@ -244,8 +280,19 @@ export class ShardClient {
       throw this.clientError(shard, err);
     }
     // A resync (evenIfDown) talks to a successor the collector admitted before our membership says so.
-    if (!evenIfDown) this.checkIncarnation(shard, r.fromIncarnation);
+    if (!evenIfDown) {
+      this.checkIncarnation(shard, r.fromIncarnation);
+      if (r.status === Status.UNAVAILABLE) this.checkLeaving(shard, r.payload, 0, r.payload.length);
+    }
     return r;
+  }
+
+  /** An UNAVAILABLE reply with the leaving mark: the shard is stopping; throws UNAVAILABLE. */
+  private checkLeaving(shard: number, body: Uint8Array, start: number, end: number): void {
+    const inc = readLeavingMark(body, start, end);
+    if (inc === undefined) return;
+    this.noteLeaving(shard, inc);
+    throw new ClientError(ClientErrorCode.UNAVAILABLE, `shard ${shard} is being restarted; retry later`);
   }
 
   private checkStatus(status: number): void {

@@ -28,6 +28,8 @@ export const Kind = {
   WHISPER: 11,
   /** tool → any: health and counters (request). */
   STATUS: 13,
+  /** shard → chatD: I am stopping (graceful stop, reload): treat me as down until my successor (one-way). */
+  LEAVING: 14,
 } as const;
 export type Kind = (typeof Kind)[keyof typeof Kind];
 

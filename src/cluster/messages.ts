@@ -20,6 +20,8 @@ export interface HelloPayload { shard: number }
 export interface HelloReplyPayload { chatds: [number, number][]; view?: ViewPayload }
 /** `epoch`: the epoch whose ownership the resync is for (absent: the chatD's own). */
 export interface ResyncPayload { shard: number; shardInc: number; epoch?: number }
+/** LEAVING: the stopping shard and its incarnation (the shape of RESYNC; no epoch is sent). */
+export type LeavingPayload = Omit<ResyncPayload, 'epoch'>;
 export interface SessionEndPayload { name: string; session: number }
 export interface WhisperPayload { to: string; from: string; text: string }
 /**
@@ -41,6 +43,7 @@ export interface PayloadTypes {
   hello: HelloPayload;
   helloReply: HelloReplyPayload;
   resync: ResyncPayload;
+  leaving: LeavingPayload;
   sessionEnd: SessionEndPayload;
   whisper: WhisperPayload;
   membership: MembershipPayload;

@@ -9,7 +9,9 @@
  *                            2 u32 owner mtype (the chatD holding the session)
  *                            6 u32 owner incarnation
  *                           10 the name as registered, UTF-8, 1..MAX_KEY_BYTES bytes
- *               (NOT_FOUND, UNAVAILABLE, ...) empty
+ *               (NOT_FOUND, UNAVAILABLE, ...) empty, except:
+ *   UNAVAILABLE of a shard that is stopping (any request kind): the leaving mark,
+ *               0 u8 0x4c ('L'), 1 u32 the stopping shard's incarnation (5 bytes)
  */
 import { NAME_MAX_CODE_POINTS } from './names';
 
@@ -121,4 +123,26 @@ export function readFindReply(body: Buffer, start: number, end: number): FindHit
   const name = readKey(body, start + FIND_REPLY_FIXED, end, false);
   if (name === undefined) return undefined;
   return { name, channel, owner: body.readUInt32LE(start + 2), ownerInc: body.readUInt32LE(start + 6) };
+}
+
+/** First byte of the leaving mark (see the layout above). */
+export const LEAVING_MARK = 0x4c;
+export const LEAVING_MARK_BYTES = 5;
+
+/**
+ * The payload of an UNAVAILABLE reply from a shard that is stopping (graceful stop: pm2 stop,
+ * restart, reload): tells chatD to treat the shard as down until the collector reports
+ * another incarnation of it. A chatD that does not know the mark sees a plain UNAVAILABLE.
+ */
+export function leavingMark(incarnation: number): Buffer {
+  const b = Buffer.allocUnsafe(LEAVING_MARK_BYTES);
+  b[0] = LEAVING_MARK;
+  b.writeUInt32LE(incarnation >>> 0, 1);
+  return b;
+}
+
+/** The incarnation in a leaving mark, or undefined when the bytes are not exactly one. */
+export function readLeavingMark(body: Uint8Array, start: number, end: number): number | undefined {
+  if (end - start !== LEAVING_MARK_BYTES || start < 0 || end > body.length || body[start] !== LEAVING_MARK) return undefined;
+  return (body[start + 1]! | (body[start + 2]! << 8) | (body[start + 3]! << 16)) + body[start + 4]! * 0x1000000;
 }

@@ -4,9 +4,13 @@ import type { Config } from '../config';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Logger } from '../log';
+import { ownerOf } from '../ipc/mtypes';
+import { queueFill } from '../ipc/queue-fill';
+import type { QueueStat } from '../ipc/transport';
+import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
 import { DeathCleanup, type CleanupReport } from './death-cleanup';
 import { EpochKeeper, type LiveProcess } from './epochs';
-import { defaultTimings, newCounters, type CollectorCounters, type CollectorTimings, type GcContext } from './gc-context';
+import { defaultTimings, newCounters, sleep, type CollectorCounters, type CollectorTimings, type GcContext } from './gc-context';
 import { Membership, type SupervisorEvent } from './membership';
 import { ProcessTable, type Death } from './process-table';
 import { LegacyExpiry } from './legacy-expiry';
@@ -139,7 +143,7 @@ export class Collector {
       { everyMs: t.hygieneEveryMs, highWater: t.highWater, fillEveryMs: Math.max(t.tickMs, 250), ...options.hygiene },
       this.startedAt,
     );
-    this.legacyExpiry = takeOne && putBack ? new LegacyExpiry(this.ctx, { takeOne, putBack, everyMs: t.legacyEveryMs, ttlMs: t.legacyTtlMs, fill: t.legacyFill }) : undefined;
+    this.legacyExpiry = takeOne && putBack ? new LegacyExpiry(this.ctx, { takeOne, putBack, stat: () => hq.stat(), everyMs: t.legacyEveryMs, ttlMs: t.legacyTtlMs, fill: t.legacyFill }) : undefined;
   }
 
   /** Starts serving the collector's mtype and the periodic checks. */
@@ -215,8 +219,9 @@ export class Collector {
   /** The collector's status: counters, process table, queue figures. */
   status(): Record<string, unknown> {
     let queue: unknown;
+    let stat: QueueStat | undefined;
     try {
-      queue = this.endpoint.transport.stat();
+      queue = stat = this.endpoint.transport.stat();
     } catch (err) {
       queue = { error: (err as Error).message };
     }
@@ -226,6 +231,7 @@ export class Collector {
       pid: process.pid,
       incarnation: this.endpoint.incarnation,
       uptimeMs: now - this.startedAt,
+      uptimeS: uptimeS(),
       warming: this.warming,
       shards: this.shards,
       epoch: this.epochs.status(now, this.liveProcesses()),
@@ -243,6 +249,120 @@ export class Collector {
       hygiene: { ...this.hygiene.counters, byClass: { ...this.hygiene.counters.byClass } },
       transport: this.endpoint.transport.counters(),
       endpoint: { ...this.endpoint.counters, pending: this.endpoint.pendingRequests },
+      metrics: this.metrics(stat),
+    };
+  }
+
+  /** The queue's kernel figures, or undefined when they cannot be read (the queue may be gone). */
+  queueStat(): QueueStat | undefined {
+    try {
+      return this.endpoint.transport.stat();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The figures of docs/operations.md ("Metrics"): STATUS's `metrics`, and PM2's. `stat`: the
+   * queue's figures when the caller has them already (read now otherwise); without them the
+   * queue gauges are left out.
+   */
+  metrics(stat: QueueStat | undefined = this.queueStat()): ProcessMetrics {
+    const c = this.counters;
+    const gauges: Record<string, number> = { processes: this.table.live().length, cleanupsInProgress: this.deaths.inProgress };
+    if (stat) {
+      gauges.queueMessages = stat.messages;
+      gauges.queueBytes = stat.bytes;
+      gauges.queueFill = Math.round(queueFill(stat).fill * 10_000) / 10_000;
+    }
+    return {
+      counters: {
+        // Session ends done: the entry removed, or nothing to remove (its shard restarted empty).
+        sessionCleanups: c.sessionEndsRemoved + c.sessionEndsShardDead,
+        sessionCleanupsFailed: c.sessionEndsUnavailable,
+        deathsSeen: c.deaths,
+        purges: c.cleanupsDone,
+        purgedEntries: c.purgedEntries,
+        drainedMessages: c.drainedMessages,
+        heartbeats: c.heartbeats,
+      },
+      gauges,
+    };
+  }
+
+  // ---- operator actions (pm2 trigger gc ...) ----
+
+  /**
+   * The queue as the kernel counts it, its fill, and what sits at its head: the first
+   * `peekMax` messages (MSG_COPY, without taking them) counted per mtype with their owner
+   * and whether a live process holds that mailbox. `pm2 trigger gc queue-stat`.
+   */
+  queueReport(peekMax = 256): Record<string, unknown> {
+    const stat = this.queueStat();
+    if (!stat) return { error: 'the queue cannot be read (removed?)' };
+    const f = queueFill(stat);
+    const head: Record<string, { messages: number; bytes: number; owner: string; live: boolean }> = {};
+    let scanned = 0;
+    let peek: string;
+    const hq = this.options.hygieneQueue;
+    if (!hq?.peek) peek = 'not available (this transport cannot peek)';
+    else {
+      peek = 'ok';
+      try {
+        for (; scanned < Math.min(peekMax, stat.messages); scanned++) {
+          const m = hq.peek(scanned);
+          if (!m) break;
+          const o = ownerOf(m.mtype);
+          const h = (head[m.mtype] ??= { messages: 0, bytes: 0, owner: Object.entries(o).map(([k, v]) => `${k}=${v}`).join(' '), live: this.table.get(m.mtype) !== undefined });
+          h.messages++;
+          h.bytes += m.body.length;
+        }
+      } catch (err) {
+        peek = `stopped: ${(err as Error).message}`;
+      }
+    }
+    return {
+      messages: stat.messages,
+      bytes: stat.bytes,
+      capacity: stat.capacity,
+      fill: f.fill,
+      limitedBy: f.limitedBy,
+      highWater: this.timings.highWater,
+      mode: `0${stat.mode.toString(8)}`,
+      lastSendPid: stat.lastSendPid,
+      lastReceivePid: stat.lastReceivePid,
+      head: { scanned, peek, byMtype: head },
+      vacant: this.table.vacantMtypes(),
+    };
+  }
+
+  /**
+   * Runs the death checks now rather than at the next tick (pid gone, silent past
+   * DEAD_AFTER_MS), cleans up after every death found (PURGE of a dead chatD's entries on
+   * every shard, its mailbox drained), drains the mailboxes of dead processes nobody took
+   * over, and waits up to `waitMs` for the cleanups. `pm2 trigger gc purge-dead`.
+   */
+  async purgeDead(waitMs = 3000): Promise<Record<string, unknown>> {
+    if (this.stopped) return { error: 'collector stopped' };
+    const now = this.now();
+    const found = [...this.table.checkPids(this.options.liveness, now), ...this.table.checkSilence(now)];
+    for (const d of found) this.deaths.onDeath(d);
+    const drained: Record<string, number> = {};
+    for (const mtype of this.table.vacantMtypes()) {
+      const n = this.drain(mtype);
+      if (n > 0) drained[mtype] = n;
+    }
+    let settled = true;
+    const reports = await Promise.race([this.settled(), sleep(waitMs).then(() => undefined)]);
+    if (reports === undefined) settled = false;
+    this.log.info({ found: found.length, drained, settled }, 'purge-dead (operator action)');
+    return {
+      found: found.map((d) => ({ mtype: d.mtype, role: d.role, index: d.index, incarnation: d.incarnation, pid: d.pid, reason: d.reason })),
+      drained,
+      settled,
+      cleanups: reports ?? [],
+      cleanupsInProgress: this.deaths.inProgress,
+      processes: this.table.live().length,
     };
   }
 

@@ -1,3 +1,4 @@
+import type { QueueStat } from '../ipc/transport';
 import { legacyReplyTime } from '../chatd/legacy-gateway';
 import { MTYPE_LEGACY_REPLY } from '../ipc/mtypes';
 import { queueFill } from '../ipc/queue-fill';
@@ -17,6 +18,8 @@ export interface LegacyExpiryOptions {
    * OR by message count (queue-fill.ts): tiny replies fill a queue by count long before bytes.
    */
   fill: number;
+  /** The figures of the queue mtype 2 lives on (the host's SysV queue, also when the cluster runs on NATS). Default: the endpoint's transport. */
+  stat?: () => QueueStat;
 }
 
 /**
@@ -44,7 +47,7 @@ export class LegacyExpiry {
     const ctx = this.ctx;
     let byFill = false;
     try {
-      byFill = queueFill(ctx.endpoint.transport.stat()).fill > this.options.fill;
+      byFill = queueFill((this.options.stat ?? (() => ctx.endpoint.transport.stat()))()).fill > this.options.fill;
     } catch {
       return; // the queue is gone
     }

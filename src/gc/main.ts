@@ -3,9 +3,11 @@ import { loadConfig } from '../config';
 import { MTYPE_GC } from '../ipc/mtypes';
 import type { SysvQueue } from '../ipc/sysv/sysv-queue';
 import { createLogger } from '../log';
-import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
+import { exitWhenReceiverEnds, openClusterEndpoint, openHostQueue } from '../runtime/cluster-endpoint';
 import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { publishToPm2 } from '../runtime/pm2-metrics';
 import { Collector } from './collector';
+import { gcPm2 } from './pm2-figures';
 import { Pm2Watch } from './pm2-watch';
 
 /** Bound on one drain, so that a sender faster than us cannot keep the collector in a loop. */
@@ -39,11 +41,20 @@ export function pidAlive(pid: number): boolean {
 }
 
 /** The collector's entry point (PM2 app `gc`, one instance). */
-function main(): void {
+async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger({ app: 'gc' }, { level: config.logLevel });
   exitOnFatal(log);
-  const { queue, endpoint, incarnation, close } = openClusterEndpoint(config, log, MTYPE_GC);
+  const ce = await openClusterEndpoint(config, log, MTYPE_GC);
+  const { endpoint, incarnation } = ce;
+  // Hygiene, drains and legacy reply expiry work on this host's SysV queue (on NATS the server
+  // keeps nothing to drain; the legacy mtypes stay on the host queue).
+  const host = openHostQueue(config, log, ce);
+  const queue = host.queue;
+  const close = async (): Promise<void> => {
+    await host.close();
+    await ce.close();
+  };
   const collector = new Collector({
     endpoint,
     config,
@@ -56,12 +67,15 @@ function main(): void {
     takeOne: (mtype) => queue.tryReceive(mtype)?.body ?? null,
     putBack: (mtype, body) => queue.trySend(mtype, body),
   });
-  log.info({ config, timings: collector.timings, queueId: queue.id, msgmax: queue.maxMessageBytes, mtype: MTYPE_GC, incarnation }, 'starting');
+  log.info({ config, timings: collector.timings, transport: ce.kind, queueId: queue.id, msgmax: ce.transport.maxMessageBytes, mtype: MTYPE_GC, incarnation }, 'starting');
   collector.start();
+  // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
+  const pm2 = publishToPm2(gcPm2(collector), log);
   const watch = new Pm2Watch(log.child({ component: 'pm2-watch' }), (ev) => collector.supervisorEvent(ev));
   void watch.start();
   exitWhenReceiverEnds(endpoint.receiver, log);
   onShutdown(log, async () => {
+    pm2.stop();
     collector.stop();
     await watch.stop();
     await close();
@@ -69,4 +83,4 @@ function main(): void {
   ready(log, { mtype: MTYPE_GC, incarnation, queueId: queue.id });
 }
 
-if (require.main === module) main();
+if (require.main === module) void main();

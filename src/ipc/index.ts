@@ -8,4 +8,7 @@ export { LocalQueue, LocalTransport } from './local/local-transport';
 export { SysvQueue, readKernelLimit } from './sysv/sysv-queue';
 export { SysvTransport, defaultSysvTransportOptions } from './sysv/sysv-transport';
 export * from './queue-fill';
+export { parseNatsUrls } from './nats/nats-url';
+export { NatsQueue, defaultNatsQueueOptions, subjectPrefix, MAILBOX_QUEUE_GROUP, type NatsQueueOptions } from './nats/nats-queue';
+export { NatsTransport, defaultNatsTransportOptions, type NatsTransportOptions } from './nats/nats-transport';
 export { QueueTrustError, checkQueueTrust, trustProblems, trustedUids, type QueuePerms } from './sysv/queue-trust';

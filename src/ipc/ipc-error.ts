@@ -35,9 +35,13 @@ export class TransportClosedError extends IpcError {
   }
 }
 
-/** A send failed because the queue is gone: removed (EIDRM), or its id no longer valid (EINVAL). */
+/**
+ * A send failed because the queue is gone: removed (EIDRM), or its id no longer valid (EINVAL);
+ * for the NATS transport, its connection closed for good (CONNECTION_CLOSED).
+ */
 export const isQueueGone = (err: unknown): boolean =>
-  err instanceof IpcError && err.syscall === 'msgsnd' && (err.code === 'EIDRM' || err.code === 'EINVAL');
+  err instanceof IpcError &&
+  ((err.syscall === 'msgsnd' && (err.code === 'EIDRM' || err.code === 'EINVAL')) || err.code === 'CONNECTION_CLOSED');
 
 /** mtype as msgsnd takes it: a positive integer. Checked before a message can enter a backlog. */
 export function checkMtype(mtype: number): void {

@@ -1,8 +1,8 @@
 /**
  * The kernel-message transport: what the cluster needs of "one System V message queue".
- * Two implementations: `SysvTransport` (the real queue, through koffi) and
- * `LocalTransport` (in-process, for unit tests of the layers above). Both pass
- * test/unit/ipc/transport-contract.test.ts.
+ * Three implementations: `SysvTransport` (the real queue, through koffi), `NatsTransport`
+ * (subjects on a NATS server, for several hosts) and `LocalTransport` (in-process, for unit
+ * tests of the layers above). All pass test/unit/ipc/transport-contract.test.ts.
  *
  * A message is (mtype, body). Bodies are opaque here; the envelope codec gives them meaning.
  */
@@ -26,6 +26,12 @@ export interface Receiver {
   readonly mtype: number;
   /** Settles once, when the receiver has stopped for any reason. Never rejects. */
   readonly ended: Promise<ReceiverEnd>;
+  /**
+   * Resolves once messages sent by other processes reach this receiver. Absent: at once (a
+   * kernel queue keeps what is sent before anyone receives). NATS keeps nothing: a message
+   * published before the server has the subscription is lost.
+   */
+  readonly ready?: Promise<void>;
   /** Stops receiving; resolves when stopped. Idempotent. */
   close(): Promise<void>;
 }

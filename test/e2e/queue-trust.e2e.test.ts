@@ -47,14 +47,16 @@ describe('e2e: a squatted MQ_KEY queue (a real second user) is refused by every 
     // has no pid and is never restarted.)
     const deadline = Date.now() + 30_000;
     const down = (p: { pid: number; status: string }): boolean => p.pid === 0 && p.status !== 'online' && p.status !== 'launching';
-    let list = await cluster.jlist();
+    // The daemons; the status app (PM2 app `status`) stays up and shows the refusal instead.
+    const daemons = async (): Promise<Awaited<ReturnType<Cluster['jlist']>>> => (await cluster!.jlist()).filter((p) => p.name !== 'status');
+    let list = await daemons();
     while (!(list.length === 4 && list.every(down) && (cluster.logs(50).match(/"msg":"refusing queue/g) ?? []).length >= 4)) {
       if (Date.now() > deadline) throw new Error(`not all down: ${JSON.stringify(list.map((p) => [p.name, p.instance, p.status, p.restarts]))}\n${cluster.logs()}`);
       await sleep(200);
-      list = await cluster.jlist();
+      list = await daemons();
     }
     await sleep(2000); // restart_delay is 100 ms: a restart would have happened by now
-    list = await cluster.jlist();
+    list = await daemons();
     expect(list.every(down)).to.equal(true, JSON.stringify(list));
     expect(list.map((p) => p.restarts)).to.deep.equal([0, 0, 0, 0], 'no restart onto the squatted queue');
 
@@ -66,7 +68,14 @@ describe('e2e: a squatted MQ_KEY queue (a real second user) is refused by every 
     expect(line).to.include({ level: 60, code: 'QUEUE_UNTRUSTED', mqKey: key, queueId: id, uid: squatter!.uid, cuid: squatter!.uid, mode: '0666' });
     expect(line.msg).to.contain(`created by untrusted uid ${squatter!.uid} (${squatter!.user})`);
     expect(line.msg).to.contain(`ipcrm -Q ${hex}`);
-    expect(logs).not.to.contain('"msg":"ready"');
+    expect(logs.split('\n').filter((l) => l.includes('"msg":"ready"') && !l.includes('"app":"status"'))).to.deep.equal([]);
+
+    // The status app stays up, says so on /healthz, and never used the queue either.
+    const status = await cluster.process('status');
+    expect(status).to.include({ status: 'online', restarts: 0 });
+    const health = (await (await fetch(`${cluster.statusUrl}/healthz`)).json()) as Record<string, unknown>;
+    expect(health).to.include({ status: 'ok', cluster: 'down', queue: 'refused', answering: 0 });
+    expect(logs).to.contain('"msg":"queue refused, not used: refusing queue');
 
     // The queue is as the squatter left it: nothing sent, nothing received, not resized.
     const after = SysvQueue.open({ key, create: false, trustedUids: 'any' }).stat();

@@ -534,18 +534,20 @@ const shape = (required: Record<string, Check>, optional: Record<string, Check> 
 };
 const arrayOf = (max: number, item: Check): Check => (v) => Array.isArray(v) && v.length <= max && v.every(item);
 const tuple = (...items: Check[]): Check => (v) => Array.isArray(v) && v.length === items.length && items.every((c, i) => c(v[i]));
-const login = shape({ name, session: u32, channel });
+const epoch = intIn(1, 0xffffffff);
+const login = shape({ name, session: u32, channel, epoch });
 export const PAYLOAD_CHECKS: Record<PayloadName, Check> = {
   login,
   move: login,
   remove: shape({ name, session: u32, owner: mtype, ownerInc: u32 }),
   purge: shape({ owner: mtype, ownerInc: u32 }, { keep: u32 }),
   count: shape({ count: intIn(0, Infinity) }, { conflicts: intIn(0, Infinity) }),
-  sync: shape({ entries: arrayOf(4096, tuple(name, u32, channel)), last: (v) => typeof v === 'boolean' }),
+  sync: shape({ entries: arrayOf(4096, tuple(name, u32, channel)), last: (v) => typeof v === 'boolean', epoch }),
   heartbeat: shape({ role: (v) => v === 'chatd' || v === 'channeld' || v === 'gc', index: intIn(0, 999), pid: intIn(1, Infinity) }),
   hello: shape({ shard }),
   helloReply: shape({ chatds: arrayOf(1000, tuple(mtype, u32)) }),
-  resync: shape({ shard, shardInc: u32 }),
+  resync: shape({ shard, shardInc: u32 }, { epoch }),
+  leaving: shape({ shard, shardInc: u32 }, { epoch }),
   sessionEnd: shape({ name, session: u32 }),
   whisper: shape({ to: name, from: name, text: (v) => typeof v === 'string' && codePoints(v) >= 1 && codePoints(v) <= 500 }),
   membership: shape({ shards: arrayOf(900, tuple(shard, u32)) }),
@@ -553,7 +555,7 @@ export const PAYLOAD_CHECKS: Record<PayloadName, Check> = {
   status: isObj,
 };
 const PAYLOAD_NAMES = Object.keys(PAYLOAD_CHECKS) as PayloadName[];
-const PAYLOAD_KEYS = ['name', 'session', 'channel', 'owner', 'ownerInc', 'keep', 'count', 'conflicts', 'entries', 'last', 'role', 'index', 'pid', 'shard', 'chatds', 'shardInc', 'to', 'from', 'text', 'shards'];
+const PAYLOAD_KEYS = ['name', 'session', 'channel', 'owner', 'ownerInc', 'keep', 'count', 'conflicts', 'entries', 'last', 'role', 'index', 'pid', 'shard', 'chatds', 'shardInc', 'to', 'from', 'text', 'shards', 'epoch'];
 const payloadValueArb: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
   { weight: 4, arbitrary: objectOf(PAYLOAD_KEYS) },
@@ -562,9 +564,9 @@ const payloadValueArb: fc.Arbitrary<unknown> = fc.oneof(
     // Objects with exactly one payload's keys, values nearly right: reaches every field rule.
     arbitrary: fc.constantFrom(...PAYLOAD_NAMES).chain((n) => {
       const keys: Record<PayloadName, string[]> = {
-        login: ['name', 'session', 'channel'], move: ['name', 'session', 'channel'], remove: ['name', 'session', 'owner', 'ownerInc'],
-        purge: ['owner', 'ownerInc', 'keep'], count: ['count', 'conflicts'], sync: ['entries', 'last'],
-        heartbeat: ['role', 'index', 'pid'], hello: ['shard'], helloReply: ['chatds'], resync: ['shard', 'shardInc'], sessionEnd: ['name', 'session'],
+        login: ['name', 'session', 'channel', 'epoch'], move: ['name', 'session', 'channel', 'epoch'], remove: ['name', 'session', 'owner', 'ownerInc'],
+        purge: ['owner', 'ownerInc', 'keep'], count: ['count', 'conflicts'], sync: ['entries', 'last', 'epoch'],
+        heartbeat: ['role', 'index', 'pid'], hello: ['shard'], helloReply: ['chatds'], resync: ['shard', 'shardInc', 'epoch'], leaving: ['shard', 'shardInc', 'epoch'], sessionEnd: ['name', 'session'],
         whisper: ['to', 'from', 'text'], membership: ['shards'], empty: [], status: ['x'],
       };
       const value: fc.Arbitrary<unknown> = fc.oneof(

@@ -70,6 +70,8 @@ export class Cluster {
   readonly shards: number;
   readonly env: Record<string, string>;
   port = 0;
+  /** Port of the status app (/metrics, the status page), 0 when it is disabled (env STATUS_PORT=0). */
+  statusPort = 0;
   readonly mqKey: number;
   readonly label: string;
   /** PID of the PM2 daemon (God Daemon), known once started. */
@@ -104,9 +106,12 @@ export class Cluster {
   /** `pm2 start` only, without waiting for the processes (for starts that must fail). */
   async launch(): Promise<void> {
     this.port = await freePort();
+    this.statusPort = this.options.env?.STATUS_PORT === '0' ? 0 : await freePort();
     Object.assign(this.env, {
       CHATD_HOST: '127.0.0.1',
       CHATD_PORT: String(this.port),
+      STATUS_HOST: '127.0.0.1',
+      STATUS_PORT: String(this.statusPort),
       MQ_KEY: this.options.mqKeyHex ? `0x${this.mqKey.toString(16)}` : String(this.mqKey),
       CHANNELD_SHARDS: String(this.shards),
       // E2E_LOG_LEVEL (e.g. info) overrides every suite's level when chasing a failure.
@@ -118,9 +123,12 @@ export class Cluster {
     if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
 
-  /** Runs the project's pm2 with this cluster's PM2_HOME and environment. */
-  pm2(args: string[], timeoutMs = 20_000): Promise<RunResult> {
-    return runCommand(PM2_BIN, args, { cwd: PROJECT_ROOT, env: this.processEnv(), timeoutMs });
+  /**
+   * Runs the project's pm2 with this cluster's PM2_HOME and environment; `extraEnv` adds to it
+   * for this command only (e.g. PM2_CONCURRENT_ACTIONS, as `npm run reload` sets it).
+   */
+  pm2(args: string[], timeoutMs = 20_000, extraEnv: Record<string, string> = {}): Promise<RunResult> {
+    return runCommand(PM2_BIN, args, { cwd: PROJECT_ROOT, env: { ...this.processEnv(), ...extraEnv }, timeoutMs });
   }
 
   /** `pm2 jlist`, parsed. */
@@ -202,6 +210,17 @@ export class Cluster {
       last = this.queueStat();
     }
     return last;
+  }
+
+  /** Base URL of the status app (`http://127.0.0.1:PORT`); throws when it is disabled. */
+  get statusUrl(): string {
+    if (!(this.statusPort > 0)) throw new Error(`${this.label}: the status app is disabled (STATUS_PORT=0)`);
+    return `http://127.0.0.1:${this.statusPort}`;
+  }
+
+  /** PM2 apps a started cluster has: gc, each shard, chatD, and the status app unless disabled. */
+  get expectedProcesses(): number {
+    return 2 + this.shards + (this.statusPort > 0 ? 1 : 0);
   }
 
   /** A client connected to this cluster's chatD, destroyed at stop. */
@@ -368,7 +387,7 @@ export class Cluster {
   }
 
   private async waitOnline(deadline: number): Promise<void> {
-    const expected = 2 + this.shards;
+    const expected = this.expectedProcesses;
     for (;;) {
       const list = await this.jlist();
       const online = list.filter((p) => p.status === 'online' && p.pid > 0);

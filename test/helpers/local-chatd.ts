@@ -17,6 +17,8 @@ export interface LocalChatd {
   server: ChatdServer;
   port: number;
   config: Config;
+  /** The in-process queue everything runs over (a tool endpoint may join it). */
+  queue: LocalQueue;
   stop(): Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export async function startLocalChatd(env: Record<string, string> = {}, log: Log
     server,
     port: address.port,
     config,
+    queue,
     async stop() {
       if (stopped) return;
       stopped = true;

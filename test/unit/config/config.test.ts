@@ -33,6 +33,13 @@ describe('config - environment, validated once and frozen', () => {
     ['MQ_MODE', '0666'],
     ['CHATD_HOST', 'bad host name'],
     ['LOG_LEVEL', 'loud'],
+    ['TRANSPORT', 'tcp'],
+    ['NATS_URL', 'http://127.0.0.1:4222'],
+    ['NATS_URL', 'nats://user:secret@127.0.0.1:4222'],
+    ['NATS_URL', 'not a url'],
+    ['NATS_URL', 'nats://127.0.0.1:4222/path'],
+    ['CLUSTER_NAME', 'a.b'],
+    ['CLUSTER_NAME', 'a*'],
   ] as const) {
     it(`refuses ${name}=${value} with a message naming it`, () => {
       let err: unknown;
@@ -46,6 +53,14 @@ describe('config - environment, validated once and frozen', () => {
       expect((err as ConfigError).problems.length).to.be.greaterThan(0);
     });
   }
+
+  it('transport - sysv by default; TRANSPORT=nats with NATS_URL (several, comma-separated) and CLUSTER_NAME', () => {
+    expect(loadConfig({})).to.include({ transport: 'sysv', clusterName: 'main' });
+    expect(loadConfig({}).natsUrls).to.deep.equal(['nats://127.0.0.1:4222']);
+    const c = loadConfig({ TRANSPORT: 'nats', NATS_URL: 'nats://10.0.0.1:4222, nats://nats-b:4223', CLUSTER_NAME: 'eu-1' });
+    expect(c).to.include({ transport: 'nats', clusterName: 'eu-1' });
+    expect(c.natsUrls).to.deep.equal(['nats://10.0.0.1:4222', 'nats://nats-b:4223']);
+  });
 
   it('names every bad variable at once', () => {
     try {

@@ -492,6 +492,13 @@ describe('gc collector', function () {
       expect((st.processes as { mtype: number }[])[0]!.mtype).to.equal(s.mtype);
       expect(st.queue).to.have.keys(['messages', 'bytes', 'capacity', 'mode', 'lastSendPid', 'lastReceivePid']);
       expect(rig.collector.table.live()).to.have.length(1); // tools are not tracked
+      // The `metrics` object (docs/operations.md, "Metrics"), with the queue's figures as gauges.
+      const m = st.metrics as { counters: Record<string, number>; gauges: Record<string, number> };
+      expect(st.uptimeS).to.be.a('number');
+      expect(m.counters).to.include({ sessionCleanups: 0, deathsSeen: 0, purges: 0 });
+      const q = st.queue as { messages: number; bytes: number; capacity: number };
+      expect(m.gauges).to.include({ processes: 1, queueMessages: q.messages, queueBytes: q.bytes });
+      expect(m.gauges.queueFill).to.be.within(0, 1);
     });
 
     it('legacy replies - over half full they are dropped at once, whatever their age, by legacy expiry alone (defect 5)', async () => {

@@ -52,7 +52,7 @@ function echoHandler(seen: InboundRecord[] = []): RecordHandler {
 describe('ipc/endpoint over LocalTransport', function () {
   this.timeout(10_000);
   const scope = useQueues(); // first: endpoints close before the transports under them
-  const rig = localImpl.setup();
+  const rig = localImpl.setupSync();
 
   function endpoint(transport: MessageTransport, mtype: number, incarnation = newIncarnation()): Endpoint {
     return scope.track(new Endpoint(transport, { mtype, incarnation, maxBatchBytes: 8192, timeoutSweepMs: 5 }));
@@ -394,7 +394,7 @@ describe('ipc/endpoint over LocalTransport', function () {
 describe('ipc/endpoint over SysvTransport', function () {
   this.timeout(20_000);
   const scope = useQueues();
-  const rig = sysvImpl.setup();
+  const rig = sysvImpl.setupSync();
 
   it('request/reply - 5,000 concurrent requests over a real queue, batched, all answered', async () => {
     const r = rig(2);

@@ -1,0 +1,282 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { SysvQueue } from '../../src/ipc';
+import { ChatClient, type Reply } from '../helpers/chat-client';
+import { Cluster, PROJECT_ROOT, sleep } from '../helpers/cluster';
+import { NatsServer } from '../helpers/nats-server';
+import { cleanupChecks, expectEachReplyOnce, percentile } from './e2e-support';
+
+/**
+ * The whole cluster under PM2 with TRANSPORT=nats: chatD, 2 shards and gc talk over a real
+ * nats-server started here on a free port (and killed by pid at the end, even on failure).
+ * The protocol basics, a concurrent find load with every answer checked, and the NATS server
+ * killed and restarted under load: no wrong answer, no request left hanging, and the cluster
+ * serves again by itself.
+ */
+
+const SHARDS = 2;
+const CHARACTERS = 60;
+/** Client-side bound on one reply: far above the server's 1.5 s request timeout. A reply later than this is a hang. */
+const CLIENT_TIMEOUT_MS = 15_000;
+
+interface Character {
+  name: string;
+  channel: number;
+}
+
+/** Checks a find reply against the truth: undefined when right. */
+function findProblem(query: string, truth: Character | undefined, r: Reply): string | undefined {
+  if (r.ok !== true) return undefined; // errors are counted apart
+  if (truth) {
+    if (r.online !== true) return 'an online character reported offline';
+    if (r.channel !== truth.channel || r.name !== truth.name) return `wrong entry ${JSON.stringify(r)}`;
+    return undefined;
+  }
+  if (r.online !== false) return 'an offline name reported online';
+  if (r.name !== query) return `wrong name ${JSON.stringify(r)}`;
+  return undefined;
+}
+
+describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', function () {
+  this.timeout(120_000);
+  let nats: NatsServer | undefined;
+  let cluster: Cluster | undefined;
+  const c = (): Cluster => cluster!;
+  const characters: Character[] = [];
+  const clients: ChatClient[] = [];
+
+  before(async function () {
+    this.timeout(60_000);
+    nats = await NatsServer.start();
+    cluster = new Cluster({
+      shards: SHARDS,
+      label: 'nats',
+      env: { TRANSPORT: 'nats', NATS_URL: nats.url, CLUSTER_NAME: `e2e${process.pid}` },
+    });
+    await cluster.start();
+  });
+
+  after(async function () {
+    this.timeout(60_000);
+    const failed = this.test?.parent?.tests.some((t) => t.state === 'failed') ?? false;
+    try {
+      if (cluster && !cluster.stopped) await cluster.stop();
+      if (cluster && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\nnats logs:\n${cluster.finalLogs}\n`);
+    } finally {
+      await nats?.dispose();
+    }
+  });
+
+  it('basics - login, find online and offline, /찾기, chat in a channel', async () => {
+    const a = await c().login('NatsAlice', 3);
+    const b = await c().login('나츠밥', 5);
+    const f = await a.request({ op: 'find', name: '나츠밥' });
+    expect(f).to.deep.equal({ op: 'find', id: f.id, ok: true, name: '나츠밥', online: true, channel: 5 });
+    const off = await a.request({ op: 'find', name: 'NobodyOnNats' });
+    expect(off).to.deep.equal({ op: 'find', id: off.id, ok: true, name: 'NobodyOnNats', online: false });
+    const k = await b.request({ op: 'chat', text: '/찾기 natsalice' });
+    expect(k).to.deep.include({ ok: true, command: 'find', text: 'NatsAlice님은 3채널에 있습니다.' });
+    // A second client in channel 3 hears Alice's chat.
+    const listener = await c().login('NatsCarol', 3);
+    const said = await a.request({ op: 'chat', text: 'hello over nats' });
+    expect(said.ok).to.equal(true);
+    const deadline = Date.now() + 5000;
+    while (!listener.pushes.some((p) => JSON.stringify(p).includes('hello over nats')) && Date.now() < deadline) await sleep(20);
+    expect(listener.pushes.some((p) => JSON.stringify(p).includes('hello over nats')), JSON.stringify(listener.pushes)).to.equal(true);
+    const out = await b.request({ op: 'logout' });
+    expect(out.ok).to.equal(true);
+    const gone = await a.request({ op: 'find', name: '나츠밥' });
+    expect(gone).to.deep.include({ ok: true, online: false });
+    for (const x of [a, listener]) await x.destroy();
+  });
+
+  it(`load - ${CHARACTERS} characters, 6,000 concurrent finds, every answer right`, async () => {
+    for (let i = 0; i < CHARACTERS; i++) {
+      const ch = { name: i % 2 ? `NatsLoad${i}` : `부하${i}`, channel: (i % 20) + 1 };
+      const client = await c().client({ requestTimeoutMs: CLIENT_TIMEOUT_MS });
+      const r = await client.request({ op: 'login', name: ch.name, channel: ch.channel });
+      expect(r, JSON.stringify(r)).to.deep.include({ ok: true });
+      clients.push(client);
+      characters.push(ch);
+    }
+    const t0 = performance.now();
+    const jobs: Promise<string | undefined>[] = [];
+    for (let k = 0; k < 6000; k++) {
+      const offline = k % 4 === 3;
+      const truth = offline ? undefined : characters[(k * 7) % CHARACTERS]!;
+      const query = truth ? truth.name : `Ghost${k}`;
+      jobs.push(clients[k % CHARACTERS]!.request({ op: 'find', name: query }, CLIENT_TIMEOUT_MS).then((r) => (r.ok === true ? findProblem(query, truth, r) : `error ${r.error?.code}`)));
+    }
+    const problems = (await Promise.all(jobs)).filter((p) => p !== undefined);
+    console.log(`      nats load: 6000 finds in ${(performance.now() - t0).toFixed(0)} ms`);
+    expect(problems.slice(0, 5), `${problems.length} problem(s)`).to.deep.equal([]);
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  it('legacy - mtypes 1 and 2 stay on the host\'s SysV queue (MQ_KEY): a C peer\'s /찾기 is answered there', async () => {
+    const queue = SysvQueue.open({ key: c().mqKey, create: false, trustedUids: 'any' });
+    const target = characters[1]!;
+    const mtext = Buffer.alloc(1024);
+    mtext.write(`/찾기 ${target.name}`, 'utf8');
+    expect(queue.trySend(1, mtext)).to.equal(true);
+    let reply: Buffer | undefined;
+    const until = Date.now() + 5000;
+    while (!reply && Date.now() < until) {
+      reply = queue.tryReceive(2)?.body;
+      if (!reply) await sleep(20);
+    }
+    expect(reply, 'a legacy reply on mtype 2').to.not.equal(undefined);
+    const text = reply!.subarray(0, reply!.indexOf(0)).toString('utf8');
+    expect(text).to.equal(`${target.name}님은 ${target.channel}채널에 있습니다.`);
+  });
+
+  it('health - npm run health asks every daemon for STATUS over NATS', async () => {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      MQ_KEY: String(c().mqKey),
+      CHANNELD_SHARDS: String(SHARDS),
+      TRANSPORT: 'nats',
+      NATS_URL: nats!.url,
+      CLUSTER_NAME: `e2e${process.pid}`,
+    };
+    const r = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile(process.execPath, [join(PROJECT_ROOT, 'dist', 'ops', 'health.js'), '--json'], { env, timeout: 20_000 }, (err, stdout) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout });
+      });
+    });
+    const out = JSON.parse(r.stdout) as { healthy: boolean; problems: string[]; answered: { label: string; ok: boolean }[] };
+    expect(out.problems).to.deep.equal([]);
+    expect(out.healthy).to.equal(true);
+    expect(out.answered.map((a) => a.label)).to.have.members(['gc', 'channeld shard 0', 'channeld shard 1', 'chatd']);
+    expect(r.code).to.equal(0);
+  });
+
+  interface LoadOutcome {
+    ok: number;
+    okBefore: number;
+    wrong: string[];
+    hung: number;
+    errors: Map<string, number>;
+    latencies: number[];
+    /** ms from the end of `fault()` until 200 more finds were answered right (0: never). */
+    recoveredMs: number;
+  }
+
+  /**
+   * 20 loops of finds in flight the whole time (every answer checked against the truth):
+   * 1 s of load, then `fault()`, then until 200 more finds are answered right (at most 20 s),
+   * then 1 s more. TIMEOUT/UNAVAILABLE replies are counted, never wrong; any other error, a
+   * wrong answer or a request with no reply within CLIENT_TIMEOUT_MS is a failure.
+   */
+  async function underLoad(fault: () => Promise<void>): Promise<LoadOutcome> {
+    let stop = false;
+    const out: LoadOutcome = { ok: 0, okBefore: 0, wrong: [], hung: 0, errors: new Map(), latencies: [], recoveredMs: 0 };
+    const loop = async (w: number): Promise<void> => {
+      for (let k = w; !stop; k += 20) {
+        const offline = k % 5 === 4;
+        const truth = offline ? undefined : characters[(k * 13) % CHARACTERS]!;
+        const query = truth ? truth.name : `Ghost${k}`;
+        let timed;
+        try {
+          timed = await clients[(k + w) % CHARACTERS]!.timedRequest({ op: 'find', name: query }, CLIENT_TIMEOUT_MS);
+        } catch (err) {
+          out.hung++;
+          out.wrong.push(`#${k} no reply: ${(err as Error).message}`);
+          continue;
+        }
+        out.latencies.push(timed.latencyMs);
+        const r = timed.reply;
+        if (r.ok !== true) {
+          const code = r.error?.code ?? '?';
+          out.errors.set(code, (out.errors.get(code) ?? 0) + 1);
+          if (code !== 'TIMEOUT' && code !== 'UNAVAILABLE') out.wrong.push(`#${k} unexpected error ${JSON.stringify(r)}`);
+          else await sleep(20); // as a client backs off
+          continue;
+        }
+        const p = findProblem(query, truth, r);
+        if (p) out.wrong.push(`#${k} ${query}: ${p}`);
+        else out.ok++;
+      }
+    };
+    const loops = Array.from({ length: 20 }, (_, w) => loop(w));
+    await sleep(1000);
+    out.okBefore = out.ok;
+    await fault();
+    const faultEnd = Date.now();
+    const okAtEnd = out.ok;
+    while (Date.now() - faultEnd < 20_000) {
+      if (out.ok > okAtEnd + 200) {
+        out.recoveredMs = Date.now() - faultEnd;
+        break;
+      }
+      await sleep(20);
+    }
+    await sleep(1000);
+    stop = true;
+    await Promise.all(loops);
+    out.latencies.sort((a, b) => a - b);
+    return out;
+  }
+
+  function describeOutcome(what: string, o: LoadOutcome, extra = ''): string {
+    return (
+      `      ${what}: ${o.ok} right (${o.okBefore} before the fault), errors ${JSON.stringify(Object.fromEntries(o.errors))}, ` +
+      `wrong ${o.wrong.length - o.hung}, hung ${o.hung}; served again ${o.recoveredMs || '-'} ms after it${extra}; ` +
+      `latency p50 ${percentile(o.latencies, 50).toFixed(1)} ms, max ${o.latencies[o.latencies.length - 1]?.toFixed(0)} ms`
+    );
+  }
+
+  async function expectEveryoneOnline(): Promise<void> {
+    const replies = await Promise.all(characters.map((ch, i) => clients[(i + 1) % CHARACTERS]!.request({ op: 'find', name: ch.name })));
+    replies.forEach((r, i) => expect(r).to.deep.include({ ok: true, online: true, name: characters[i]!.name, channel: characters[i]!.channel }));
+  }
+
+  it('shard SIGKILLed under load - PM2 restarts it (pid death seen on this host), it recovers over NATS; 0 wrong, 0 hung', async () => {
+    expect(clients).to.have.length(CHARACTERS);
+    let restartedIn = 0;
+    const o = await underLoad(async () => {
+      const old = await c().signal('channeld', 0, 'SIGKILL');
+      const t0 = Date.now();
+      await c().waitRestarted('channeld', 0, old, 20_000);
+      restartedIn = Date.now() - t0;
+    });
+    console.log(describeOutcome('shard kill', o, `; restarted by PM2 in ${restartedIn} ms`));
+    expect(o.okBefore, 'finds answered before the kill').to.be.greaterThan(50);
+    expect(o.wrong.slice(0, 5), `${o.wrong.length} wrong or hung`).to.deep.equal([]);
+    expect(o.recoveredMs, 'the cluster serves finds again after the restart').to.be.greaterThan(0);
+    // The restarted shard got its directory back from chatD (HELLO, RESYNC, SYNC over NATS).
+    await expectEveryoneOnline();
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  it('NATS server killed and restarted under load - 0 wrong answers, 0 hung, the cluster recovers by itself', async () => {
+    expect(clients).to.have.length(CHARACTERS);
+    const restartsBefore = (await c().jlist()).map((p) => `${p.name}${p.instance}:${p.restarts}`);
+    let downMs = 0;
+    const o = await underLoad(async () => {
+      const killedAt = Date.now();
+      await nats!.stop('SIGKILL');
+      await sleep(1500);
+      await nats!.restart();
+      downMs = Date.now() - killedAt;
+    });
+    console.log(describeOutcome('nats restart', o, `; down ${downMs} ms`));
+    expect(o.okBefore, 'finds answered before the kill').to.be.greaterThan(50);
+    expect(o.wrong.slice(0, 5), `${o.wrong.length} wrong or hung`).to.deep.equal([]);
+    expect(o.recoveredMs, 'the cluster serves finds again after the NATS restart').to.be.greaterThan(0);
+    // Every character is still online where it was: the shards kept their directories.
+    await expectEveryoneOnline();
+    // No process was restarted: they rode the outage out.
+    expect((await c().jlist()).map((p) => `${p.name}${p.instance}:${p.restarts}`)).to.have.members(restartsBefore);
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
+  describe('end', () => {
+    before(async () => {
+      for (const cl of clients) await cl.destroy();
+    });
+    cleanupChecks(c);
+  });
+});
