@@ -56,13 +56,18 @@ export abstract class QueueTransport<Q extends NonBlockingQueue> implements Mess
     return this.queue.maxMessageBytes;
   }
 
-  send(mtype: number, body: Uint8Array): void {
+  /** What send() and trySend() refuse before touching the queue. */
+  private checkSend(mtype: number, body: Uint8Array): void {
     if (this.closed) throw new TransportClosedError('closed');
     if (body.byteLength > this.queue.maxMessageBytes) {
       throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
     }
     if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
     checkMtype(mtype);
+  }
+
+  send(mtype: number, body: Uint8Array): void {
+    this.checkSend(mtype, body);
     try {
       this.backlog.send(mtype, body);
     } catch (err) {
@@ -77,12 +82,7 @@ export abstract class QueueTransport<Q extends NonBlockingQueue> implements Mess
    * messages waiting in the backlog. For traffic that may be shed (legacy replies).
    */
   trySend(mtype: number, body: Uint8Array): boolean {
-    if (this.closed) throw new TransportClosedError('closed');
-    if (body.byteLength > this.queue.maxMessageBytes) {
-      throw new IpcError('E2BIG', `message of ${body.byteLength} bytes exceeds msgmax ${this.queue.maxMessageBytes}`, 'msgsnd');
-    }
-    if (body.byteLength === 0) throw new IpcError('EINVAL', 'empty messages are reserved for receiver wake-ups', 'msgsnd');
-    checkMtype(mtype);
+    this.checkSend(mtype, body);
     try {
       return this.backlog.sendNow(mtype, body);
     } catch (err) {

@@ -9,6 +9,7 @@ import { writeFindReply } from '../../src/cluster/records';
 import { ChatClient, type Reply } from '../helpers/chat-client';
 import { sleep, useCluster } from '../helpers/cluster';
 import { cleanupChecks, expectEachReplyOnce } from '../e2e/e2e-support';
+import { mulberry32 } from '../helpers/random';
 
 /**
  * Chaos suite (docs/reliability.md, "Chaos suite"): faults injected one after another into a
@@ -49,16 +50,6 @@ const FAKE_SENDER_BUDGET = 200;
 /** Bound on the messages of one count fill (a 16 KiB queue takes 16,384 empty ones). */
 const FILL_MAX_MESSAGES = 1_000_000;
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = mulberry32(SEED);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
 const between = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { connect } from 'node:net';
 import { SysvQueue } from '../../src/ipc';
 import { Cluster, sleep } from '../helpers/cluster';
-import { createSquatter, squatterSkipReason, type Squatter } from '../helpers/squatter';
+import { squatterOrSkip, type Squatter } from '../helpers/squatter';
 
 /**
  * Issue 7, defect 3, end to end: another local user creates the cluster's MQ_KEY queue with
@@ -15,12 +15,7 @@ describe('e2e: a squatted MQ_KEY queue (a real second user) is refused by every 
   let cluster: Cluster | undefined;
 
   before(function () {
-    const why = squatterSkipReason();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
-    squatter = createSquatter();
+    squatter = squatterOrSkip(this);
   });
   after(async function () {
     this.timeout(60_000);

@@ -31,6 +31,19 @@ export function squatterSkipReason(): string | undefined {
   return undefined;
 }
 
+/**
+ * For a mocha `before`: a squatter, or the suite skipped with the reason printed when this
+ * machine cannot make one (not root, no useradd).
+ */
+export function squatterOrSkip(ctx: Mocha.Context): Squatter {
+  const why = squatterSkipReason();
+  if (why) {
+    console.log(`      skipped: ${why}`);
+    ctx.skip();
+  }
+  return createSquatter();
+}
+
 /** Squatters not yet destroyed: removed at process exit should mocha die before `after`. */
 const liveSquatters = new Set<Squatter>();
 let exitHook = false;

@@ -111,8 +111,13 @@ export class SysvQueue {
    * foreign oversize message cannot wedge a drain.
    */
   tryReceive(msgtyp: number): { mtype: number; body: Buffer } | null {
+    return this.receiveNow(msgtyp, c.IPC_NOWAIT | c.MSG_NOERROR, 'msgrcv');
+  }
+
+  /** One non-blocking msgrcv (retried on EINTR); null when nothing matches (ENOMSG). */
+  private receiveNow(msgtyp: number, flags: number, what: string): { mtype: number; body: Buffer } | null {
     for (;;) {
-      const n = c.msgrcv(this.id, this.recvBuf, this.maxMessageBytes, msgtyp, c.IPC_NOWAIT | c.MSG_NOERROR);
+      const n = c.msgrcv(this.id, this.recvBuf, this.maxMessageBytes, msgtyp, flags);
       if (n >= 0) {
         const mtype = Number(this.recvBuf.readBigInt64LE(0));
         return { mtype, body: Buffer.from(this.recvBuf.subarray(c.MTYPE_BYTES, c.MTYPE_BYTES + n)) };
@@ -120,7 +125,7 @@ export class SysvQueue {
       const e = c.errno();
       if (e === c.ENOMSG) return null;
       if (e === c.EINTR) continue;
-      throw sysvError('msgrcv', e);
+      throw sysvError(what, e);
     }
   }
 
@@ -145,18 +150,8 @@ export class SysvQueue {
    */
   peek(index: number): { mtype: number; body: Buffer } | null {
     if (!(Number.isSafeInteger(index) && index >= 0)) throw new IpcError('EINVAL', `peek position ${index} must be a non-negative integer`, 'msgrcv');
-    for (;;) {
-      // The whole msgmax: MSG_COPY fails (EINVAL) rather than truncate a larger message.
-      const n = c.msgrcv(this.id, this.recvBuf, this.maxMessageBytes, index, c.IPC_NOWAIT | c.MSG_COPY | c.MSG_NOERROR);
-      if (n >= 0) {
-        const mtype = Number(this.recvBuf.readBigInt64LE(0));
-        return { mtype, body: Buffer.from(this.recvBuf.subarray(c.MTYPE_BYTES, c.MTYPE_BYTES + n)) };
-      }
-      const e = c.errno();
-      if (e === c.ENOMSG) return null;
-      if (e === c.EINTR) continue;
-      throw sysvError('msgrcv(MSG_COPY)', e);
-    }
+    // The whole msgmax: MSG_COPY fails (EINVAL) rather than truncate a larger message.
+    return this.receiveNow(index, c.IPC_NOWAIT | c.MSG_COPY | c.MSG_NOERROR, 'msgrcv(MSG_COPY)');
   }
 
   stat(): QueueStat & { lastChange: number } {

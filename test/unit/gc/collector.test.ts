@@ -554,12 +554,7 @@ describe('gc collector', function () {
 
     it('hygiene - vacant mailboxes drained at once while the queue is over half full', async () => {
       rig = makeRig({ shards: 1 });
-      const s = rig.shard(0);
-      await s.heartbeat('channeld', 0);
-      await s.close();
-      rig.alive.delete(s.pid);
-      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
-      await rig.collector.settled();
+      const s = await deadShard(rig);
       for (let i = 0; i < 10; i++) expect(rig.queue.trySend(s.mtype, Buffer.alloc(1000, 1))).to.equal(true);
       await waitFor(() => rig.queue.stat().messages === 0, 3000, 5, 'vacant mailbox drain');
       const line = linesWith(rig.lines, HYGIENE);
@@ -569,12 +564,7 @@ describe('gc collector', function () {
 
     it('hygiene - below half full a vacant mailbox goes by age; young legacy replies are never hygiene\'s', async () => {
       rig = makeRig({ shards: 1, hygiene: { junkAgeMs: 300 } });
-      const s = rig.shard(0);
-      await s.heartbeat('channeld', 0);
-      await s.close();
-      rig.alive.delete(s.pid);
-      await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
-      await rig.collector.settled();
+      const s = await deadShard(rig);
       for (let i = 0; i < 2; i++) rig.queue.trySend(s.mtype, Buffer.from('request to a dead shard'));
       for (let i = 0; i < 3; i++) rig.queue.trySend(MTYPE_LEGACY_REPLY, legacyReplyBody(`young${i}`));
       await sleep(60);
@@ -587,3 +577,14 @@ describe('gc collector', function () {
     });
   });
 });
+
+/** Shard 0 of `rig` heartbeats, closes and its pid goes: once the collector has it vacant and cleaned up. */
+async function deadShard(rig: Rig): Promise<ReturnType<Rig['shard']>> {
+  const s = rig.shard(0);
+  await s.heartbeat('channeld', 0);
+  await s.close();
+  rig.alive.delete(s.pid);
+  await waitFor(() => rig.collector.table.vacancy(s.mtype) !== undefined, 2000, 5, 'shard dead');
+  await rig.collector.settled();
+  return s;
+}

@@ -7,7 +7,7 @@ import { IpcError, QueueTrustError, SysvQueue } from '../../../src/ipc';
 import * as c from '../../../src/ipc/sysv/libc';
 import { createLogger } from '../../../src/log';
 import { openClusterQueue } from '../../../src/runtime/cluster-queue';
-import { createSquatter, squatterSkipReason, type Squatter } from '../../helpers/squatter';
+import { squatterOrSkip, type Squatter } from '../../helpers/squatter';
 
 /**
  * Issue 7, defect 3: a queue squatted at MQ_KEY (made by another user, or world-accessible)
@@ -142,12 +142,7 @@ describe('queue trust on open by key (issue 7, defect 3)', function () {
   describe('a real second user squats the key (root only)', () => {
     let squatter: Squatter | undefined;
     before(function () {
-      const why = squatterSkipReason();
-      if (why) {
-        console.log(`      skipped: ${why}`);
-        this.skip();
-      }
-      squatter = createSquatter();
+      squatter = squatterOrSkip(this);
     });
     after(() => squatter?.destroy());
 

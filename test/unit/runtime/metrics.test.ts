@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { BUCKETS, LatencyHistogram, LatencySampler, RateMeter, bucketHigh, bucketLow, bucketOf, quantiles } from '../../../src/runtime/metrics';
+import { mulberry32 } from '../../helpers/random';
 
 /** The exact q-quantile (nearest rank) of a list of values. */
 function exactQuantile(values: number[], q: number): number {
@@ -7,17 +8,7 @@ function exactQuantile(values: number[], q: number): number {
   return sorted[Math.max(1, Math.ceil(q * sorted.length)) - 1]!;
 }
 
-/** A small deterministic generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 describe('runtime - metrics: log-scale buckets', () => {
   it('maps every value into the bucket whose bounds hold it, and buckets are contiguous', () => {
