@@ -15,7 +15,7 @@ import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './to
 
 const USAGE = `usage: npm run health [-- --pm2] [--json] [--timeout MS]
   exits 0 when healthy; otherwise 1 with one line per problem:
-  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (CHANNELD_SHARDS) or chatD not answering STATUS
+  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (a member of gc's membership epoch) or chatD not answering STATUS
   --pm2      also check with the project's pm2 that every app process is online
   --json     one JSON object instead of lines
   --timeout  how long to wait for each STATUS reply (default 1000 ms)`;
@@ -49,13 +49,26 @@ interface Target {
   readonly mtype: number;
 }
 
-/** Who must answer STATUS: the collector, every shard of the configuration, chatD. */
-export function targets(config: Pick<Config, 'shards'>): Target[] {
-  return [
-    { label: 'gc', mtype: MTYPE_GC },
-    ...Array.from({ length: config.shards }, (_, i) => ({ label: `channeld shard ${i}`, mtype: shardMtype(i) })),
-    { label: 'chatd', mtype: chatdMtype(0) },
-  ];
+/** A shard target. */
+const shardTarget = (i: number): Target => ({ label: `channeld shard ${i}`, mtype: shardMtype(i) });
+
+/**
+ * Who must answer STATUS besides the collector: the shards of the collector's current
+ * membership epoch (shards come and go with `pm2 scale`, docs/resharding.md), or, when the
+ * collector named none (not answering, no epoch yet), shards 0..CHANNELD_SHARDS-1; and chatD.
+ */
+export function targets(config: Pick<Config, 'shards'>, members?: readonly number[]): Target[] {
+  const shards = members && members.length > 0 ? [...members].sort((a, b) => a - b) : Array.from({ length: config.shards }, (_, i) => i);
+  return [...shards.map(shardTarget), { label: 'chatd', mtype: chatdMtype(0) }];
+}
+
+/** The members of the collector's current epoch in its STATUS, when it names them. */
+export function epochMembers(gcStatus: Record<string, unknown> | undefined): number[] | undefined {
+  const epoch = gcStatus?.epoch;
+  if (typeof epoch !== 'object' || epoch === null) return undefined;
+  const members = (epoch as { members?: unknown }).members;
+  if (!Array.isArray(members) || members.length === 0) return undefined;
+  return members.every((m) => Number.isInteger(m) && m >= 0 && m < 900) ? (members as number[]) : undefined;
 }
 
 interface Answer {
@@ -85,21 +98,22 @@ async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs
   const me = toolMtype();
   const endpoint = new Endpoint(transport, { mtype: me, incarnation: newIncarnation(), maxBatchBytes: config.mqBatchBytes });
   await endpoint.start(() => {}).ready;
+  const ask = async (t: Target): Promise<Answer> => {
+    const start = Date.now();
+    try {
+      const r = await endpoint.request(t.mtype, Kind.STATUS, EMPTY, timeoutMs);
+      const ms = Date.now() - start;
+      if (r.status !== Status.OK) return { ...t, ok: false, ms, problem: `${t.label} (mtype ${t.mtype}) answered STATUS with status ${r.status}` };
+      return { ...t, ok: true, ms, status: decodePayload('status', r.payload) ?? {} };
+    } catch (err) {
+      const why = err instanceof RequestError && err.code === 'TIMEOUT' ? `did not answer STATUS within ${timeoutMs} ms` : `could not be asked: ${(err as Error).message}`;
+      return { ...t, ok: false, ms: Date.now() - start, problem: `${t.label} (mtype ${t.mtype}) ${why}` };
+    }
+  };
   try {
-    return await Promise.all(
-      targets(config).map(async (t): Promise<Answer> => {
-        const start = Date.now();
-        try {
-          const r = await endpoint.request(t.mtype, Kind.STATUS, EMPTY, timeoutMs);
-          const ms = Date.now() - start;
-          if (r.status !== Status.OK) return { ...t, ok: false, ms, problem: `${t.label} (mtype ${t.mtype}) answered STATUS with status ${r.status}` };
-          return { ...t, ok: true, ms, status: decodePayload('status', r.payload) ?? {} };
-        } catch (err) {
-          const why = err instanceof RequestError && err.code === 'TIMEOUT' ? `did not answer STATUS within ${timeoutMs} ms` : `could not be asked: ${(err as Error).message}`;
-          return { ...t, ok: false, ms: Date.now() - start, problem: `${t.label} (mtype ${t.mtype}) ${why}` };
-        }
-      }),
-    );
+    // The collector first: its membership epoch names the shards that must answer.
+    const gc = await ask({ label: 'gc', mtype: MTYPE_GC });
+    return [gc, ...(await Promise.all(targets(config, epochMembers(gc.status)).map(ask)))];
   } finally {
     await endpoint.close();
     await transport.close();
@@ -115,7 +129,7 @@ async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs
 }
 
 /** Problems seen through PM2: no daemon, missing apps, processes not online. */
-async function pm2Problems(config: Config): Promise<string[]> {
+async function pm2Problems(shards: number): Promise<string[]> {
   const home = pm2Home();
   let client;
   try {
@@ -127,7 +141,7 @@ async function pm2Problems(config: Config): Promise<string[]> {
   try {
     const list = await client.list();
     const problems: string[] = [];
-    const expected: [string, number][] = [[APP_NAMES.chatd, 1], [APP_NAMES.channeld, config.shards], [APP_NAMES.gc, 1]];
+    const expected: [string, number][] = [[APP_NAMES.chatd, 1], [APP_NAMES.channeld, shards], [APP_NAMES.gc, 1]];
     for (const [name, count] of expected) {
       const procs = list.filter((p) => p.name === name);
       if (procs.length === 0) problems.push(`pm2: no ${name} app`);
@@ -175,7 +189,8 @@ async function main(argv: readonly string[]): Promise<number> {
     answers = await askStatus(queue, config, args.timeoutMs);
     for (const a of answers) if (a.problem) problems.push(a.problem);
   }
-  if (args.pm2) problems.push(...(await pm2Problems(config)));
+  const shardsAsked = answers.filter((a) => a.label.startsWith('channeld')).length || config.shards;
+  if (args.pm2) problems.push(...(await pm2Problems(shardsAsked)));
   const healthy = problems.length === 0;
   if (args.json) {
     process.stdout.write(
@@ -185,7 +200,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const slowest = Math.max(0, ...answers.map((a) => a.ms));
     const fill = ((queueInfo?.fill as number) * 100).toFixed(1);
     process.stdout.write(
-      `healthy: queue ${hexKey(config.mqKey)} ${fill}% full; gc, ${config.shards} shard(s) and chatd answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`,
+      `healthy: queue ${hexKey(config.mqKey)} ${fill}% full; gc, ${shardsAsked} shard(s) and chatd answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`,
     );
   } else {
     process.stdout.write(problems.map((p) => `unhealthy: ${p}\n`).join(''));
