@@ -176,6 +176,14 @@ export class Collector {
     return this.membership.supervisorEvent(ev);
   }
 
+  /**
+   * PM2 no longer lists shard `index` (deleted by `pm2 scale` down): it leaves the membership
+   * as soon as it is not live, without waiting SHARD_GONE_MS (docs/resharding.md).
+   */
+  shardDeparted(index: number): void {
+    this.epochs.departed(index);
+  }
+
   /** One round of the periodic checks (also called by tests). */
   tick(): void {
     if (this.stopped) return;
