@@ -146,9 +146,11 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       return;
     }
     conn.barrier = true;
+    conn.barrierRequest = req;
     result.then(
       (fields) => {
         conn.barrier = false;
+        conn.barrierRequest = undefined;
         conn.reply(okReply(req.op, req.id, fields));
         conn.requestDone();
         this.latency.end(t0, stride);
@@ -156,6 +158,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       },
       (err: unknown) => {
         conn.barrier = false;
+        conn.barrierRequest = undefined;
         this.replyError(conn, req, err, t0, stride);
         this.release(conn);
       },

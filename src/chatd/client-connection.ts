@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import type { ClientRequest } from '../protocol/client-request';
 import { FrameDecoder, FrameError } from '../protocol/frame-decoder';
 import { encodeFrame } from '../protocol/frame-encoder';
-import { errorPush } from '../protocol/replies';
+import { errorPush, errorReply } from '../protocol/replies';
 import { TokenBucket } from './rate-limiter';
 import type { Session } from './session';
 
@@ -68,6 +68,8 @@ export class ClientConnection {
    * "Pipelining and order"). Read on every request: keep it a plain field.
    */
   barrier = false;
+  /** The `login`, `move` or `logout` in flight while `barrier` is set (set by ChatService). */
+  barrierRequest: ClientRequest | undefined;
   /** Requests read while `barrier` was set, oldest first; undefined when none wait. */
   waiting: ClientRequest[] | undefined;
   droppedPushes = 0;
@@ -117,6 +119,19 @@ export class ClientConnection {
    */
   get maxWaiting(): number {
     return this.options.maxInFlight + 2 * FRAMES_PER_TURN;
+  }
+
+  /** fail()'s replies to the barrier in flight and to what waits behind it. */
+  private answerUnrun(why: string): void {
+    const b = this.barrierRequest;
+    if (b) {
+      this.barrierRequest = undefined;
+      this.reply(errorReply(b.op, b.id, ClientErrorCode.UNAVAILABLE, `not confirmed before the connection closed (${why}); the character goes offline with the connection`));
+    }
+    const w = this.waiting;
+    if (w === undefined) return;
+    for (const r of w) this.reply(errorReply(r.op, r.id, ClientErrorCode.UNAVAILABLE, `not run: the connection closed first (${why})`));
+    this.dropWaiting();
   }
 
   /** Forgets the waiting requests of a connection that can no longer be answered. */
@@ -252,9 +267,15 @@ export class ClientConnection {
   /** The output buffer holds a reply (flushed every turn; push-only output may wait a turn). */
   hasReply = false;
 
-  /** Sends an error push and closes (PROTOCOL.md: `error` before a close). */
+  /**
+   * Sends an error push and closes (PROTOCOL.md: `error` before a close). A barrier still in
+   * flight and the requests waiting behind it get UNAVAILABLE first: each request read gets
+   * its one reply (the barrier's outcome is in doubt; one that completes later is taken back
+   * with the connection), and nothing but unread requests is left without one.
+   */
   fail(code: ClientErrorCode, message: string): void {
     if (this.closed || this.closing) return;
+    this.answerUnrun(message);
     this.closing = true;
     this.flushOutput();
     this.socket.end(encodeFrame(errorPush(code, message)));

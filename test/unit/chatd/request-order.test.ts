@@ -259,20 +259,30 @@ describe('chatd - one connection\'s requests take effect in the order sent', fun
     expect(server.sessions.get('gone')).to.equal(undefined);
   });
 
-  it('shutdown while requests wait: UNAVAILABLE push and close, nothing runs after', async () => {
-    const server = await start();
+  it('shutdown while requests wait, past the grace: the login in flight and what waits get UNAVAILABLE, then the push; nothing runs after', async () => {
+    // CHATD_REQUEST_TIMEOUT_MS 300: a grace of 1.6 s; the login is held past it.
+    const server = await start({ CHATD_REQUEST_TIMEOUT_MS: '300' });
     const held = holdShardOp(server, 'login');
     const c = await client();
     await c.sendRaw(Buffer.concat([frame({ op: 'login', id: 1, name: 'Late', channel: 1 }), frame({ op: 'move', id: 2, channel: 3 }), frame({ op: 'find', id: 3, name: 'late' })]));
     await sleep(100);
+    const t0 = Date.now();
     const stopping = chatd!.stop();
-    await Promise.race([c.closed, sleep(5000)]);
+    await Promise.race([c.closed, sleep(8000)]);
+    const closedMs = Date.now() - t0;
     held.gate.open();
     await stopping;
     expect(c.isClosed).to.equal(true);
-    const push = c.frames.find((f) => f.op === 'error');
-    expect(push && code(push)).to.equal('UNAVAILABLE');
-    expect(c.frames.filter((f) => f.id !== undefined), 'no reply after the shutdown push').to.deep.equal([]);
+    expect(closedMs, 'closed after the grace').to.be.within(1400, 6000);
+    expectOnce(c, [1, 2, 3]);
+    expect(c.frames.map((f) => [f.id, f.op, code(f)])).to.deep.equal([
+      [1, 'login', 'UNAVAILABLE'],
+      [2, 'move', 'UNAVAILABLE'],
+      [3, 'find', 'UNAVAILABLE'],
+      [undefined, 'error', 'UNAVAILABLE'],
+    ]);
+    expect((replyTo(c, 1).error as { message: string }).message).to.contain('not confirmed');
+    expect((replyTo(c, 2).error as { message: string }).message).to.contain('not run');
   });
 
   it('thousands pipelined behind a slow login, rate limit on: the excess is RATE_LIMITED at once, the rest waits; one reply each', async () => {
