@@ -1,11 +1,12 @@
 import { expect } from 'chai';
+import { join } from 'node:path';
 import { normalizeName } from '../../src/cluster/names';
 import { OwnershipView } from '../../src/cluster/ownership';
 import { shardMtype } from '../../src/ipc/mtypes';
 import { EpochWatch } from '../helpers/epoch-watch';
 import { NatsServer } from '../helpers/nats-server';
 import type { ChatClient } from '../helpers/chat-client';
-import { sleep, useCluster } from '../helpers/cluster';
+import { PROJECT_ROOT, sleep, useCluster } from '../helpers/cluster';
 import { cleanupChecks } from './e2e-support';
 
 /**
@@ -176,6 +177,23 @@ for (const over of ['sysv', 'nats'] as const) describe(`resharding (e2e, ${over}
     expect(report.problems).to.deep.equal([]);
     expect(report.answered.map((a) => a.label).filter((l) => l.startsWith('channeld'))).to.deep.equal(view.members.map((m) => `channeld shard ${m}`));
     for (const h of holders) await h.destroy();
+
+    if (over === 'sysv') {
+      // `npm run reload` after a scale: PM2 reloads the processes it has; the scaled count and
+      // the membership stay (the ecosystem file's `instances` is not applied again).
+      const t0 = Date.now();
+      const rl = await c.pm2(['reload', join(PROJECT_ROOT, 'ecosystem.config.js')], 120_000, { PM2_CONCURRENT_ACTIONS: '1' });
+      expect(rl.code, rl.stderr).to.equal(0);
+      const shards = (await c.jlist()).filter((p) => p.name === 'channeld').map((p) => p.instance).sort((a, b) => a - b);
+      expect(shards, 'shard instances after the reload').to.deep.equal(view.members);
+      const after = await watch!.gcView();
+      expect(after?.members).to.deep.equal(view.members);
+      const probe = await c.login('AfterReload', 2);
+      const r = await probe.request({ op: 'find', name: 'AfterReload' }, 5000);
+      expect(r).to.deep.include({ ok: true, online: true, channel: 2 });
+      await probe.destroy();
+      console.log(`      (npm run reload after the scale: ${Date.now() - t0} ms, shards ${shards.join(',')}, epoch ${after?.epoch})`);
+    }
   });
 
   cleanupChecks(cluster);
