@@ -78,6 +78,14 @@ export interface EndpointOptions {
    * cost on the path. Default 2 (both sides busy at once); Infinity: one envelope per turn.
    */
   maxEnvelopesInFlight?: number;
+  /**
+   * An envelope of requests counts toward `maxEnvelopesInFlight` for at most this long after
+   * it was opened (default 200 ms); its requests stay pending, and its bytes count toward
+   * `maxInFlightBytes`, until each is answered or times out. So an envelope lost on the way
+   * (a reply that never comes) holds up its destination's batching for this long, not for
+   * the request timeout (docs/ipc.md, "Adaptive batching").
+   */
+  envelopeExpiryMs?: number;
 }
 
 /** Handles one-way records and requests. For requests, `reply` must be called exactly once. */
@@ -115,10 +123,12 @@ interface Credit {
   arena: Buffer;
   head: number;
   tail: number;
-  /** Envelopes carrying requests that are open or sent and not yet wholly answered. */
+  /** Envelopes carrying requests that are open or sent, not yet wholly answered, and not expired. */
   envelopes: number;
-  /** Per such envelope (by its number): requests still unanswered. */
+  /** Per envelope (by its number) with requests still unanswered: how many. */
   unanswered: Map<number, number>;
+  /** The envelopes counted in `envelopes`, with when each was opened (ms), oldest first. */
+  counted: Map<number, number>;
   nextEnvelope: number;
 }
 
@@ -187,6 +197,7 @@ export class Endpoint {
   private readonly credits = new Map<number, Credit>();
   private readonly maxInFlight: number;
   private readonly maxEnvelopes: number;
+  private readonly envelopeExpiryMs: number;
 
   // The slot table (see SLOT_BITS).
   private slotIds = new Uint32Array(INITIAL_SLOTS);
@@ -217,6 +228,8 @@ export class Endpoint {
     this.maxInFlight = options.maxInFlightBytes ?? Math.floor(transport.stat().capacity * 0.75);
     this.maxEnvelopes = options.maxEnvelopesInFlight ?? 2;
     if (!(this.maxEnvelopes >= 1)) throw new IpcError('EINVAL', `maxEnvelopesInFlight ${options.maxEnvelopesInFlight} must be at least 1`);
+    this.envelopeExpiryMs = options.envelopeExpiryMs ?? 200;
+    if (!(this.envelopeExpiryMs > 0)) throw new IpcError('EINVAL', `envelopeExpiryMs ${options.envelopeExpiryMs} must be positive`);
     this.mtype = options.mtype;
     this.incarnation = options.incarnation;
     const max = Math.min(options.maxBatchBytes, transport.maxMessageBytes);
@@ -294,7 +307,7 @@ export class Endpoint {
     this.counters.requestsSent++;
     let credit = this.credits.get(to);
     if (!credit) {
-      credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), nextEnvelope: 1 };
+      credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), counted: new Map(), nextEnvelope: 1 };
       this.credits.set(to, credit);
     }
     if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
@@ -341,6 +354,7 @@ export class Endpoint {
       b.envelope = credit.nextEnvelope++;
       credit.envelopes++;
       credit.unanswered.set(b.envelope, 0);
+      credit.counted.set(b.envelope, Date.now());
     }
     credit.unanswered.set(b.envelope, credit.unanswered.get(b.envelope)! + 1);
     this.slotEnvelope[slot] = b.envelope;
@@ -425,9 +439,33 @@ export class Endpoint {
       if (left > 0) credit.unanswered.set(envelope, left);
       else {
         credit.unanswered.delete(envelope);
-        credit.envelopes--;
+        if (credit.counted.delete(envelope)) credit.envelopes--;
       }
     }
+    this.sendWaiting(to, credit);
+  }
+
+  /**
+   * Envelopes of requests opened more than envelopeExpiryMs ago stop counting toward the
+   * envelope credit (one lost on the way must not hold up its destination until the request
+   * timeout); what waited for that credit goes out.
+   */
+  private expireEnvelopes(now: number): void {
+    for (const [to, credit] of this.credits) {
+      if (credit.envelopes < this.maxEnvelopes) continue;
+      let freed = false;
+      for (const [envelope, opened] of credit.counted) {
+        if (now - opened < this.envelopeExpiryMs) break; // oldest first
+        credit.counted.delete(envelope);
+        credit.envelopes--;
+        freed = true;
+      }
+      if (freed) this.sendWaiting(to, credit);
+    }
+  }
+
+  /** Sends the requests that waited for credit to `to`, in order, while there is credit. */
+  private sendWaiting(to: number, credit: Credit): void {
     const a = credit.arena;
     while (credit.head < credit.tail) {
       const at = credit.head;
@@ -636,6 +674,7 @@ export class Endpoint {
   /** Fails every request whose time is up, earliest deadline first across the timeout lengths. */
   private sweep(): void {
     const now = Date.now();
+    this.expireEnvelopes(now);
     for (;;) {
       let best: TimeoutFifo | undefined;
       let bestSlot = -1;

@@ -49,6 +49,39 @@ function echoHandler(seen: InboundRecord[] = []): RecordHandler {
   };
 }
 
+/** A transport that loses the next `drop` messages sent to `lossyTo` (a message lost on the way). */
+class LossyTransport implements MessageTransport {
+  drop = 0;
+  dropped = 0;
+  constructor(
+    private readonly inner: MessageTransport,
+    private readonly lossyTo: number,
+  ) {}
+  get maxMessageBytes(): number {
+    return this.inner.maxMessageBytes;
+  }
+  send(mtype: number, body: Uint8Array): void {
+    if (mtype === this.lossyTo && this.drop > 0) {
+      this.drop--;
+      this.dropped++;
+      return;
+    }
+    this.inner.send(mtype, body);
+  }
+  receive(mtype: number, onBatch: Parameters<MessageTransport['receive']>[1]): ReturnType<MessageTransport['receive']> {
+    return this.inner.receive(mtype, onBatch);
+  }
+  stat(): ReturnType<MessageTransport['stat']> {
+    return this.inner.stat();
+  }
+  counters(): ReturnType<MessageTransport['counters']> {
+    return this.inner.counters();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
 describe('ipc/endpoint over LocalTransport', function () {
   this.timeout(10_000);
   const scope = useQueues(); // first: endpoints close before the transports under them
@@ -378,6 +411,38 @@ describe('ipc/endpoint over LocalTransport', function () {
     const replies = await Promise.all(all);
     expect(replies.map((x) => x.payload.toString())).to.deep.equal(all.map((_, k) => `t${Math.floor(k / 50)}r${k % 50}`));
     expect(asker.counters.envelopesSent, 'envelopes for 1,000 requests over 20 turns').to.be.at.most(6);
+  });
+
+  it('lost envelopes - one lost on the way does not hold up its destination; two hold its envelope credit for envelopeExpiryMs, not for the request timeout', async () => {
+    const r = rig(2);
+    const lossy = new LossyTransport(r.transports[0]!, SERVER);
+    const asker = scope.track(new Endpoint(lossy, { mtype: ASKER, incarnation: newIncarnation(), maxBatchBytes: 8192, timeoutSweepMs: 5 }));
+    asker.start(() => {});
+    endpoint(r.transports[1]!, SERVER).start(echoHandler());
+    const turn = (): Promise<void> => new Promise((res) => setImmediate(res));
+    const outcome = (p: Promise<Reply>): Promise<string> => p.then((x) => x.payload.toString(), (e: RequestError) => e.code);
+    // One envelope lost: the second envelope of credit keeps requests flowing at once.
+    lossy.drop = 1;
+    const lost1 = outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('a'), 1000));
+    await turn();
+    let t0 = Date.now();
+    expect(await outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('b'), 1000))).to.equal('re:b');
+    expect(Date.now() - t0, 'with one envelope lost').to.be.below(300);
+    expect(await lost1).to.equal('TIMEOUT');
+    // Two envelopes lost (each turn's requests go in one envelope): the credit of two is held.
+    lossy.drop = 2;
+    const lost2 = [outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('c'), 1000))];
+    await turn();
+    lost2.push(outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('d'), 1000)));
+    await turn();
+    expect(lossy.dropped).to.equal(3);
+    t0 = Date.now();
+    const next = await outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('e'), 1000));
+    const waited = Date.now() - t0;
+    expect(next).to.equal('re:e');
+    expect(waited, 'the destination was held up this long by two lost envelopes (request timeout 1000 ms)').to.be.below(600);
+    expect(await Promise.all(lost2), 'the lost requests still end once, with TIMEOUT').to.deep.equal(['TIMEOUT', 'TIMEOUT']);
+    expect(asker.pendingRequests).to.equal(0);
   });
 
   it('close - rejects pending requests with UNAVAILABLE, and refuses new ones', async () => {
