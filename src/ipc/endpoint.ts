@@ -521,10 +521,12 @@ export class Endpoint {
   private batchFor(to: number, toIncarnation: number, size: number): OpenBatch {
     let b = this.last;
     if (!b || b.to !== to || b.toIncarnation !== toIncarnation) b = this.batches.get(to)?.get(toIncarnation);
-    if (b && (b.bytes + size > b.buf.length || b.count >= MAX_RECORDS)) {
+    while (b && (b.bytes + size > b.buf.length || b.count >= MAX_RECORDS)) {
       this.detach(b);
       this.sendBatch(b);
-      b = undefined;
+      // A send that failed returned its requests' credit, and requests that waited for it
+      // may have gone into a new open envelope meanwhile: join that one, never replace it.
+      b = this.batches.get(to)?.get(toIncarnation);
     }
     if (!b) b = this.open(to, toIncarnation, size);
     this.last = b;

@@ -53,6 +53,8 @@ function echoHandler(seen: InboundRecord[] = []): RecordHandler {
 class LossyTransport implements MessageTransport {
   drop = 0;
   dropped = 0;
+  /** The send to `lossyTo` with this number (1 = the next) throws BacklogFullError. */
+  failSend = 0;
   constructor(
     private readonly inner: MessageTransport,
     private readonly lossyTo: number,
@@ -61,6 +63,7 @@ class LossyTransport implements MessageTransport {
     return this.inner.maxMessageBytes;
   }
   send(mtype: number, body: Uint8Array): void {
+    if (mtype === this.lossyTo && this.failSend > 0 && --this.failSend === 0) throw new BacklogFullError(1, body.byteLength);
     if (mtype === this.lossyTo && this.drop > 0) {
       this.drop--;
       this.dropped++;
@@ -443,6 +446,23 @@ describe('ipc/endpoint over LocalTransport', function () {
     expect(waited, 'the destination was held up this long by two lost envelopes (request timeout 1000 ms)').to.be.below(600);
     expect(await Promise.all(lost2), 'the lost requests still end once, with TIMEOUT').to.deep.equal(['TIMEOUT', 'TIMEOUT']);
     expect(asker.pendingRequests).to.equal(0);
+  });
+
+  it('send failure - an envelope that fails while waiting requests go out fails only its own requests; the waiting ones are sent, none stranded', async () => {
+    const r = rig(2);
+    const lossy = new LossyTransport(r.transports[0]!, SERVER);
+    // Two 1-byte requests per envelope, three envelopes of credit.
+    const asker = scope.track(new Endpoint(lossy, { mtype: ASKER, incarnation: newIncarnation(), maxBatchBytes: 20 + 2 * 13, timeoutSweepMs: 5, maxEnvelopesInFlight: 3 }));
+    asker.start(() => {});
+    endpoint(r.transports[1]!, SERVER).start(echoHandler());
+    // In one turn: 1-2, 3-4 and 5-6 go in three envelopes, 7 to 11 wait for credit. The
+    // replies to 1-6 come in one envelope: 1-2 answered, 7-8 go in a fourth envelope (open);
+    // 3-4 answered, 9 is next, the fourth envelope is full and is sent, and that send fails:
+    // 7-8 fail, which sends 10-11 from inside the sending of 9.
+    lossy.failSend = 4;
+    const names = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11'];
+    const outcomes = await Promise.all(names.map((n) => asker.request(SERVER, KIND_ECHO, Buffer.from(n), 1500).then((x) => x.payload.toString(), (e: RequestError) => e.code)));
+    expect(outcomes).to.deep.equal(['re:1', 're:2', 're:3', 're:4', 're:5', 're:6', 'UNAVAILABLE', 'UNAVAILABLE', 're:9', 're:10', 're:11']);
   });
 
   it('close - rejects pending requests with UNAVAILABLE, and refuses new ones', async () => {
