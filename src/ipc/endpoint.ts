@@ -21,15 +21,21 @@ export interface Reply {
   readonly fromIncarnation: number;
 }
 
-/** Why a request got no reply. `clientCode` maps it onto PROTOCOL.md's codes. */
+/**
+ * Why a request got no reply. `clientCode` maps it onto PROTOCOL.md's codes. UNAVAILABLE
+ * means the request was never sent, unless `inFlight`: it had been sent when the transport
+ * went down, so it may have reached its destination and taken effect (as after a TIMEOUT).
+ */
 export class RequestError extends IpcError {
   override readonly name = 'RequestError';
+  readonly inFlight: boolean;
   constructor(
     code: 'TIMEOUT' | 'UNAVAILABLE',
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; inFlight?: boolean },
   ) {
-    super(code, message, undefined, options);
+    super(code, message, undefined, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.inFlight = options?.inFlight ?? false;
   }
   override get clientCode(): 'TIMEOUT' | 'UNAVAILABLE' {
     return this.code as 'TIMEOUT' | 'UNAVAILABLE';
@@ -48,6 +54,8 @@ export interface EndpointCounters {
   requestsSent: number;
   repliesReceived: number;
   timeouts: number;
+  /** Requests failed UNAVAILABLE at once because the transport was down (or went down with them pending). */
+  unreachable: number;
   envelopesSent: number;
   recordsSent: number;
 }
@@ -178,7 +186,7 @@ interface TimeoutFifo {
  */
 export class Endpoint {
   readonly counters: EndpointCounters = {
-    garbage: 0, stale: 0, expired: 0, late: 0, requestsSent: 0, repliesReceived: 0, timeouts: 0, envelopesSent: 0, recordsSent: 0,
+    garbage: 0, stale: 0, expired: 0, late: 0, requestsSent: 0, repliesReceived: 0, timeouts: 0, unreachable: 0, envelopesSent: 0, recordsSent: 0,
   };
   readonly mtype: number;
   readonly incarnation: number;
@@ -198,6 +206,9 @@ export class Endpoint {
   private readonly maxInFlight: number;
   private readonly maxEnvelopes: number;
   private readonly envelopeExpiryMs: number;
+  /** The transport said nothing can reach anyone now (a NATS connection down): requests fail at once. */
+  private down = false;
+  private readonly stopWatching: (() => void) | undefined;
 
   // The slot table (see SLOT_BITS).
   private slotIds = new Uint32Array(INITIAL_SLOTS);
@@ -239,6 +250,10 @@ export class Endpoint {
     // its previous life in the same order (its replies are dropped by incarnation anyway).
     for (let i = 0; i < INITIAL_SLOTS; i++) this.slotGen[i] = 1 + Math.floor(Math.random() * MAX_GEN);
     this.sweepMs = options.timeoutSweepMs ?? 20;
+    if (transport.onReachability) {
+      this.down = transport.reachable === false;
+      this.stopWatching = transport.onReachability((up) => this.onReachability(up));
+    }
   }
 
   /** Starts receiving this endpoint's mtype. `handler` sees one-way records and requests. */
@@ -278,6 +293,10 @@ export class Endpoint {
    */
   call<C>(to: number, kind: number, payload: Uint8Array | string, timeoutMs: number, sink: ReplySink<C>, ctx: C, toIncarnation = 0, prefixU32 = -1): void {
     if (this.closed) return this.failSoon(sink, ctx, `request to ${to} could not be sent: endpoint closed`);
+    if (this.down) {
+      this.counters.unreachable++;
+      return this.failSoon(sink, ctx, `request to ${to} could not be sent: the transport is down (no connection to the NATS server)`);
+    }
     const len = (typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.byteLength) + (prefixU32 >= 0 ? 4 : 0);
     const size = RECORD_HEADER_BYTES + len;
     if (len > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
@@ -361,9 +380,13 @@ export class Endpoint {
     return b;
   }
 
-  /** A request that cannot even be queued still fails asynchronously, as the contract says. */
+  /**
+   * A request that cannot even be queued still fails asynchronously, as the contract says: on
+   * the next turn (not a microtask), so that a caller retrying at once in a loop while the
+   * transport is down still lets the event loop read the connection's news.
+   */
   private failSoon<C>(sink: ReplySink<C>, ctx: C, message: string): void {
-    queueMicrotask(() => sink.onFailure(ctx, new RequestError('UNAVAILABLE', message)));
+    setImmediate(() => sink.onFailure(ctx, new RequestError('UNAVAILABLE', message)));
   }
 
   private takeSlot(): number {
@@ -466,6 +489,7 @@ export class Endpoint {
 
   /** Sends the requests that waited for credit to `to`, in order, while there is credit. */
   private sendWaiting(to: number, credit: Credit): void {
+    if (this.down) return; // they are failed (onReachability)
     const a = credit.arena;
     while (credit.head < credit.tail) {
       const at = credit.head;
@@ -657,6 +681,33 @@ export class Endpoint {
     }
   }
 
+  /**
+   * The transport went down or came back. Down: every pending request fails now with
+   * UNAVAILABLE instead of waiting for its timeout (no reply can come through a dead
+   * connection): those still waiting for credit were never sent; the others are marked
+   * `inFlight`, since they may have reached their destination before the drop.
+   */
+  private onReachability(up: boolean): void {
+    if (this.closed) return;
+    this.down = !up;
+    if (up) return;
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      if (this.slotIds[slot] === 0) continue;
+      const to = this.slotTo[slot]!;
+      const inFlight = this.slotSent[slot] === 1;
+      const sink = this.slotSink[slot]!;
+      const ctx = this.slotCtx[slot];
+      this.finish(slot);
+      this.counters.unreachable++;
+      const err = inFlight
+        ? new RequestError('UNAVAILABLE', `request to ${to}: the connection to the NATS server dropped with it in flight`, { inFlight: true })
+        : new RequestError('UNAVAILABLE', `request to ${to} could not be sent: the transport is down (no connection to the NATS server)`);
+      sink.onFailure(ctx, err);
+    }
+    // Every request that waited for credit was among them.
+    for (const credit of this.credits.values()) credit.head = credit.tail = 0;
+  }
+
   private expire(slot: number): void {
     const sink = this.slotSink[slot]!;
     const ctx = this.slotCtx[slot];
@@ -716,6 +767,7 @@ export class Endpoint {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    this.stopWatching?.();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     for (let slot = 0; slot < this.slotsUsed; slot++) {
