@@ -40,6 +40,8 @@ export const R_GEN = 7;
  * (docs/resharding.md). Read as a u32 (the Int32 slot's bits).
  */
 export const R_EPOCH = 8;
+/** Reply envelopes that met a full queue and went to the main thread's send backlog. */
+export const R_DEFERRED = 9;
 
 const E_KEY_LEN = 0;
 const E_NAME_LEN = 1;

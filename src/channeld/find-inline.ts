@@ -14,7 +14,7 @@ import { REPLY_BIT } from '../ipc/endpoint';
 import { Kind, Status } from '../cluster/kinds';
 import { FIND_REPLY_FIXED, MAX_KEY_BYTES, isKeyBytes } from '../cluster/records';
 import { fnv1a32Range } from '../cluster/shard-for';
-import { ReplicaReader, R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaMemory } from './directory-replica';
+import { ReplicaReader, R_BAD, R_DEFERRED, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaMemory } from './directory-replica';
 
 export interface FindInlineData {
   replica: ReplicaMemory;
@@ -28,6 +28,11 @@ export interface InlineIo {
   readonly maxMessageBytes: number;
   /** msgsnd(IPC_NOWAIT) of buf[8, 8 + textBytes) with the mtype in buf[0, 8): 0 or -1 (see errno). */
   msgsnd(mtype: number, buf: Buffer, textBytes: number): number;
+  /**
+   * Hands buf[8, 8 + textBytes) to the main thread, which sends it through its send backlog:
+   * for a message that met a full queue (copied; buf may be reused at once).
+   */
+  defer(mtype: number, buf: Buffer, textBytes: number): void;
   errno(): number;
   readonly EAGAIN: number;
   readonly EINTR: number;
@@ -41,8 +46,6 @@ export interface InlineHandler {
 const FIND = Kind.FIND;
 const FIND_REPLY = Kind.FIND | REPLY_BIT;
 const WRAP = 0x1_0000_0000;
-/** A reply envelope whose records carry no deadline is retried this long at most on a full queue. */
-const SEND_RETRY_MS = 5000;
 
 export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineHandler {
   const reader = new ReplicaReader(data.replica);
@@ -50,29 +53,28 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
   const max = io.maxMessageBytes;
   // [8-byte mtype][envelope]: what msgsnd takes.
   const out = Buffer.alloc(8 + max);
-  const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
   /**
-   * Sends the reply envelope in `out`. On a full queue it waits and retries (the thread does
-   * not receive meanwhile: backpressure) until the last deadline among its records, past which
-   * its asker has given up; only then is it dropped and counted.
+   * Sends the reply envelope in `out`. On a full queue it goes to the main thread's send
+   * backlog (io.defer), never waited for here: this thread is what drains the shard's requests
+   * from the queue, and a reply is bigger than its request, so the room it needs may be held
+   * by requests only this thread would take (with several shards, by requests for shards
+   * whose threads all wait likewise). Waiting stalled every FIND of the cluster until the
+   * replies' deadlines (docs/reliability.md, "The stall").
    */
-  function send(to: number, bytes: number, count: number, lastDeadline: number): void {
+  function send(to: number, bytes: number, count: number): void {
     out.writeUInt32LE(to % WRAP, 0);
     out.writeUInt32LE(Math.floor(to / WRAP), 4);
     out.writeUInt16LE(count, 8 + 4);
-    const noDeadline = Date.now() + SEND_RETRY_MS;
     for (;;) {
       if (io.msgsnd(to, out, bytes) === 0) return;
       const e = io.errno();
       if (e === io.EINTR) continue;
-      const now = Date.now();
-      const expired = lastDeadline === 0 ? now >= noDeadline : ((lastDeadline - (now % WRAP)) | 0) < 0;
-      if (e !== io.EAGAIN || expired) {
-        reader.count(R_SEND_FAILED, count);
-        return;
-      }
-      Atomics.wait(sleeper, 0, 0, 1); // the queue is full: let it drain
+      if (e === io.EAGAIN) {
+        io.defer(to, out, bytes);
+        reader.count(R_DEFERRED);
+      } else reader.count(R_SEND_FAILED, count);
+      return;
     }
   }
 
@@ -105,8 +107,6 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
       let n = 0;
       let finds = 0;
       let sentAny = false;
-      let last = 0; // the latest deadline among the records of the reply being built
-      let undated = false; // one of them has none
       at = start + HEADER_BYTES;
       for (let i = 0; i < count; i++) {
         const len = buf.readUInt16LE(at + 2);
@@ -120,12 +120,10 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
         }
         // Room for the largest reply record, else send what we have and go on in a new one.
         if (w + RECORD_HEADER_BYTES + FIND_REPLY_FIXED + MAX_KEY_BYTES > 8 + max) {
-          send(from, w - 8, n, undated ? 0 : last);
+          send(from, w - 8, n);
           sentAny = true;
           w = 8 + HEADER_BYTES;
           n = 0;
-          last = 0;
-          undated = false;
         }
         let status: number = Status.OK;
         let payload = 0;
@@ -164,8 +162,6 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
             }
           }
         }
-        if (deadline === 0) undated = true;
-        else if (last === 0 || ((deadline - last) | 0) > 0) last = deadline;
         out[w] = FIND_REPLY;
         out[w + 1] = status;
         out.writeUInt16LE(payload, w + 2);
@@ -175,7 +171,7 @@ export function createInlineHandler(data: FindInlineData, io: InlineIo): InlineH
         n++;
         finds++;
       }
-      if (n > 0) send(from, w - 8, n, undated ? 0 : last);
+      if (n > 0) send(from, w - 8, n);
       reader.count(R_FINDS, finds);
       reader.count(R_ENVELOPES);
       return true;

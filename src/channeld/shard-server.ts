@@ -11,7 +11,7 @@ import { OwnershipView, bucketOfKey, memberRanges, membersFromRanges } from '../
 import { MAX_FIND_REPLY_BYTES, leavingMark, readKey, writeFindReply } from '../cluster/records';
 import { BucketStates, type Verdict } from './bucket-states';
 import { Directory } from './directory';
-import { R_BAD, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
+import { R_BAD, R_DEFERRED, R_ENVELOPES, R_EXPIRED, R_FINDS, R_SEND_FAILED, type ReplicaWriter } from './directory-replica';
 
 /** What the receiver thread did on its own (FINDs answered from the replica). */
 function replicaCounters(r: ReplicaWriter): Record<string, number | boolean> {
@@ -23,6 +23,7 @@ function replicaCounters(r: ReplicaWriter): Record<string, number | boolean> {
     expired: Atomics.load(c, R_EXPIRED),
     badRequests: Atomics.load(c, R_BAD),
     sendFailed: Atomics.load(c, R_SEND_FAILED),
+    deferred: Atomics.load(c, R_DEFERRED),
   };
 }
 

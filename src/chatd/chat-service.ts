@@ -366,7 +366,8 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
       if (reply.status !== Status.OK) throw new ClientError(ClientErrorCode.UNAVAILABLE, 'whisper could not be delivered; retry later');
     } catch (err) {
       if (err instanceof RequestError) {
-        throw new ClientError(err.code === 'TIMEOUT' ? ClientErrorCode.TIMEOUT : ClientErrorCode.UNAVAILABLE, 'whisper could not be delivered', { cause: err });
+        // In flight when the connection dropped: it may have been delivered (TIMEOUT's meaning).
+        throw new ClientError(err.code === 'TIMEOUT' || err.inFlight ? ClientErrorCode.TIMEOUT : ClientErrorCode.UNAVAILABLE, 'whisper could not be delivered', { cause: err });
       }
       throw err;
     }

@@ -277,6 +277,9 @@ export class ShardClient {
     try {
       r = await this.endpoint.request(shardMtype(shard), kind, encodePayload(name, payload), this.timeoutMs);
     } catch (err) {
+      // Sent, then the connection dropped: it may have taken effect, which UNAVAILABLE would
+      // deny (protocol.md). TIMEOUT says "may or may not", and a login is taken back on it.
+      if (err instanceof RequestError && err.inFlight) throw new ClientError(ClientErrorCode.TIMEOUT, `shard ${shard}: the connection dropped with the request in flight`, { cause: err });
       throw this.clientError(shard, err);
     }
     // A resync (evenIfDown) talks to a successor the collector admitted before our membership says so.

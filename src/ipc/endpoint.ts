@@ -21,15 +21,21 @@ export interface Reply {
   readonly fromIncarnation: number;
 }
 
-/** Why a request got no reply. `clientCode` maps it onto PROTOCOL.md's codes. */
+/**
+ * Why a request got no reply. `clientCode` maps it onto PROTOCOL.md's codes. UNAVAILABLE
+ * means the request was never sent, unless `inFlight`: it had been sent when the transport
+ * went down, so it may have reached its destination and taken effect (as after a TIMEOUT).
+ */
 export class RequestError extends IpcError {
   override readonly name = 'RequestError';
+  readonly inFlight: boolean;
   constructor(
     code: 'TIMEOUT' | 'UNAVAILABLE',
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; inFlight?: boolean },
   ) {
-    super(code, message, undefined, options);
+    super(code, message, undefined, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.inFlight = options?.inFlight ?? false;
   }
   override get clientCode(): 'TIMEOUT' | 'UNAVAILABLE' {
     return this.code as 'TIMEOUT' | 'UNAVAILABLE';
@@ -48,6 +54,8 @@ export interface EndpointCounters {
   requestsSent: number;
   repliesReceived: number;
   timeouts: number;
+  /** Requests failed UNAVAILABLE at once because the transport was down (or went down with them pending). */
+  unreachable: number;
   envelopesSent: number;
   recordsSent: number;
 }
@@ -78,6 +86,14 @@ export interface EndpointOptions {
    * cost on the path. Default 2 (both sides busy at once); Infinity: one envelope per turn.
    */
   maxEnvelopesInFlight?: number;
+  /**
+   * An envelope of requests counts toward `maxEnvelopesInFlight` for at most this long after
+   * it was opened (default 200 ms); its requests stay pending, and its bytes count toward
+   * `maxInFlightBytes`, until each is answered or times out. So an envelope lost on the way
+   * (a reply that never comes) holds up its destination's batching for this long, not for
+   * the request timeout (docs/ipc.md, "Adaptive batching").
+   */
+  envelopeExpiryMs?: number;
 }
 
 /** Handles one-way records and requests. For requests, `reply` must be called exactly once. */
@@ -115,10 +131,12 @@ interface Credit {
   arena: Buffer;
   head: number;
   tail: number;
-  /** Envelopes carrying requests that are open or sent and not yet wholly answered. */
+  /** Envelopes carrying requests that are open or sent, not yet wholly answered, and not expired. */
   envelopes: number;
-  /** Per such envelope (by its number): requests still unanswered. */
+  /** Per envelope (by its number) with requests still unanswered: how many. */
   unanswered: Map<number, number>;
+  /** The envelopes counted in `envelopes`, with when each was opened (ms), oldest first. */
+  counted: Map<number, number>;
   nextEnvelope: number;
 }
 
@@ -168,7 +186,7 @@ interface TimeoutFifo {
  */
 export class Endpoint {
   readonly counters: EndpointCounters = {
-    garbage: 0, stale: 0, expired: 0, late: 0, requestsSent: 0, repliesReceived: 0, timeouts: 0, envelopesSent: 0, recordsSent: 0,
+    garbage: 0, stale: 0, expired: 0, late: 0, requestsSent: 0, repliesReceived: 0, timeouts: 0, unreachable: 0, envelopesSent: 0, recordsSent: 0,
   };
   readonly mtype: number;
   readonly incarnation: number;
@@ -187,6 +205,10 @@ export class Endpoint {
   private readonly credits = new Map<number, Credit>();
   private readonly maxInFlight: number;
   private readonly maxEnvelopes: number;
+  private readonly envelopeExpiryMs: number;
+  /** The transport said nothing can reach anyone now (a NATS connection down): requests fail at once. */
+  private down = false;
+  private readonly stopWatching: (() => void) | undefined;
 
   // The slot table (see SLOT_BITS).
   private slotIds = new Uint32Array(INITIAL_SLOTS);
@@ -217,6 +239,8 @@ export class Endpoint {
     this.maxInFlight = options.maxInFlightBytes ?? Math.floor(transport.stat().capacity * 0.75);
     this.maxEnvelopes = options.maxEnvelopesInFlight ?? 2;
     if (!(this.maxEnvelopes >= 1)) throw new IpcError('EINVAL', `maxEnvelopesInFlight ${options.maxEnvelopesInFlight} must be at least 1`);
+    this.envelopeExpiryMs = options.envelopeExpiryMs ?? 200;
+    if (!(this.envelopeExpiryMs > 0)) throw new IpcError('EINVAL', `envelopeExpiryMs ${options.envelopeExpiryMs} must be positive`);
     this.mtype = options.mtype;
     this.incarnation = options.incarnation;
     const max = Math.min(options.maxBatchBytes, transport.maxMessageBytes);
@@ -226,6 +250,10 @@ export class Endpoint {
     // its previous life in the same order (its replies are dropped by incarnation anyway).
     for (let i = 0; i < INITIAL_SLOTS; i++) this.slotGen[i] = 1 + Math.floor(Math.random() * MAX_GEN);
     this.sweepMs = options.timeoutSweepMs ?? 20;
+    if (transport.onReachability) {
+      this.down = transport.reachable === false;
+      this.stopWatching = transport.onReachability((up) => this.onReachability(up));
+    }
   }
 
   /** Starts receiving this endpoint's mtype. `handler` sees one-way records and requests. */
@@ -265,6 +293,10 @@ export class Endpoint {
    */
   call<C>(to: number, kind: number, payload: Uint8Array | string, timeoutMs: number, sink: ReplySink<C>, ctx: C, toIncarnation = 0, prefixU32 = -1): void {
     if (this.closed) return this.failSoon(sink, ctx, `request to ${to} could not be sent: endpoint closed`);
+    if (this.down) {
+      this.counters.unreachable++;
+      return this.failSoon(sink, ctx, `request to ${to} could not be sent: the transport is down (no connection to the NATS server)`);
+    }
     const len = (typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.byteLength) + (prefixU32 >= 0 ? 4 : 0);
     const size = RECORD_HEADER_BYTES + len;
     if (len > MAX_PAYLOAD_BYTES || HEADER_BYTES + size > this.transport.maxMessageBytes) {
@@ -294,7 +326,7 @@ export class Endpoint {
     this.counters.requestsSent++;
     let credit = this.credits.get(to);
     if (!credit) {
-      credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), nextEnvelope: 1 };
+      credit = { inFlight: 0, arena: Buffer.allocUnsafe(0), head: 0, tail: 0, envelopes: 0, unanswered: new Map(), counted: new Map(), nextEnvelope: 1 };
       this.credits.set(to, credit);
     }
     if (credit.tail > credit.head || (credit.inFlight > 0 && credit.inFlight + size > this.maxInFlight) || !this.envelopeRoom(credit, to, toIncarnation, size)) {
@@ -341,15 +373,20 @@ export class Endpoint {
       b.envelope = credit.nextEnvelope++;
       credit.envelopes++;
       credit.unanswered.set(b.envelope, 0);
+      credit.counted.set(b.envelope, Date.now());
     }
     credit.unanswered.set(b.envelope, credit.unanswered.get(b.envelope)! + 1);
     this.slotEnvelope[slot] = b.envelope;
     return b;
   }
 
-  /** A request that cannot even be queued still fails asynchronously, as the contract says. */
+  /**
+   * A request that cannot even be queued still fails asynchronously, as the contract says: on
+   * the next turn (not a microtask), so that a caller retrying at once in a loop while the
+   * transport is down still lets the event loop read the connection's news.
+   */
   private failSoon<C>(sink: ReplySink<C>, ctx: C, message: string): void {
-    queueMicrotask(() => sink.onFailure(ctx, new RequestError('UNAVAILABLE', message)));
+    setImmediate(() => sink.onFailure(ctx, new RequestError('UNAVAILABLE', message)));
   }
 
   private takeSlot(): number {
@@ -425,9 +462,34 @@ export class Endpoint {
       if (left > 0) credit.unanswered.set(envelope, left);
       else {
         credit.unanswered.delete(envelope);
-        credit.envelopes--;
+        if (credit.counted.delete(envelope)) credit.envelopes--;
       }
     }
+    this.sendWaiting(to, credit);
+  }
+
+  /**
+   * Envelopes of requests opened more than envelopeExpiryMs ago stop counting toward the
+   * envelope credit (one lost on the way must not hold up its destination until the request
+   * timeout); what waited for that credit goes out.
+   */
+  private expireEnvelopes(now: number): void {
+    for (const [to, credit] of this.credits) {
+      if (credit.envelopes < this.maxEnvelopes) continue;
+      let freed = false;
+      for (const [envelope, opened] of credit.counted) {
+        if (now - opened < this.envelopeExpiryMs) break; // oldest first
+        credit.counted.delete(envelope);
+        credit.envelopes--;
+        freed = true;
+      }
+      if (freed) this.sendWaiting(to, credit);
+    }
+  }
+
+  /** Sends the requests that waited for credit to `to`, in order, while there is credit. */
+  private sendWaiting(to: number, credit: Credit): void {
+    if (this.down) return; // they are failed (onReachability)
     const a = credit.arena;
     while (credit.head < credit.tail) {
       const at = credit.head;
@@ -483,10 +545,12 @@ export class Endpoint {
   private batchFor(to: number, toIncarnation: number, size: number): OpenBatch {
     let b = this.last;
     if (!b || b.to !== to || b.toIncarnation !== toIncarnation) b = this.batches.get(to)?.get(toIncarnation);
-    if (b && (b.bytes + size > b.buf.length || b.count >= MAX_RECORDS)) {
+    while (b && (b.bytes + size > b.buf.length || b.count >= MAX_RECORDS)) {
       this.detach(b);
       this.sendBatch(b);
-      b = undefined;
+      // A send that failed returned its requests' credit, and requests that waited for it
+      // may have gone into a new open envelope meanwhile: join that one, never replace it.
+      b = this.batches.get(to)?.get(toIncarnation);
     }
     if (!b) b = this.open(to, toIncarnation, size);
     this.last = b;
@@ -617,6 +681,33 @@ export class Endpoint {
     }
   }
 
+  /**
+   * The transport went down or came back. Down: every pending request fails now with
+   * UNAVAILABLE instead of waiting for its timeout (no reply can come through a dead
+   * connection): those still waiting for credit were never sent; the others are marked
+   * `inFlight`, since they may have reached their destination before the drop.
+   */
+  private onReachability(up: boolean): void {
+    if (this.closed) return;
+    this.down = !up;
+    if (up) return;
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      if (this.slotIds[slot] === 0) continue;
+      const to = this.slotTo[slot]!;
+      const inFlight = this.slotSent[slot] === 1;
+      const sink = this.slotSink[slot]!;
+      const ctx = this.slotCtx[slot];
+      this.finish(slot);
+      this.counters.unreachable++;
+      const err = inFlight
+        ? new RequestError('UNAVAILABLE', `request to ${to}: the connection to the NATS server dropped with it in flight`, { inFlight: true })
+        : new RequestError('UNAVAILABLE', `request to ${to} could not be sent: the transport is down (no connection to the NATS server)`);
+      sink.onFailure(ctx, err);
+    }
+    // Every request that waited for credit was among them.
+    for (const credit of this.credits.values()) credit.head = credit.tail = 0;
+  }
+
   private expire(slot: number): void {
     const sink = this.slotSink[slot]!;
     const ctx = this.slotCtx[slot];
@@ -636,6 +727,7 @@ export class Endpoint {
   /** Fails every request whose time is up, earliest deadline first across the timeout lengths. */
   private sweep(): void {
     const now = Date.now();
+    this.expireEnvelopes(now);
     for (;;) {
       let best: TimeoutFifo | undefined;
       let bestSlot = -1;
@@ -675,6 +767,7 @@ export class Endpoint {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    this.stopWatching?.();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     for (let slot = 0; slot < this.slotsUsed; slot++) {

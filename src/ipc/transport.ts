@@ -80,6 +80,14 @@ export interface MessageTransport {
   receive(mtype: number, onBatch: BatchHandler): Receiver;
   /** Current queue figures. */
   stat(): QueueStat;
+  /**
+   * Optional: false while nothing sent can reach anyone (a NATS connection that is down). A
+   * kernel queue has no such state and leaves it out. The Endpoint fails requests at once
+   * (UNAVAILABLE) while it is false, instead of letting them wait for their timeout.
+   */
+  readonly reachable?: boolean;
+  /** Optional, with `reachable`: `listener` is told each change of it; returns the unsubscribe. */
+  onReachability?(listener: (reachable: boolean) => void): () => void;
   counters(): TransportCounters;
   /** Stops every receiver and drops the backlog. Does not remove the queue. */
   close(): Promise<void>;

@@ -91,6 +91,7 @@ export class NatsQueue implements NonBlockingQueue {
   private closing = false;
   private lastSend = 0;
   private readonly goneWaiters: ((err?: Error) => void)[] = [];
+  private readonly reachListeners = new Set<(up: boolean) => void>();
 
   private constructor(
     readonly nc: NatsConnection,
@@ -104,8 +105,8 @@ export class NatsQueue implements NonBlockingQueue {
     void this.watch();
     void nc.closed().then((err) => {
       this.gone = true;
-      this.up = false;
       if (!this.closing) log.error({ err, url: options.url }, 'NATS connection closed for good');
+      this.setUp(false);
       for (const w of this.goneWaiters.splice(0)) w(err ?? undefined);
     });
   }
@@ -169,6 +170,27 @@ export class NatsQueue implements NonBlockingQueue {
 
   get isGone(): boolean {
     return this.gone;
+  }
+
+  /**
+   * Tells `listener` each change between up (connected) and down (disconnected, stale, or
+   * closed for good), as the connection's status reports it. Returns the unsubscribe.
+   */
+  onReachability(listener: (up: boolean) => void): () => void {
+    this.reachListeners.add(listener);
+    return () => this.reachListeners.delete(listener);
+  }
+
+  private setUp(up: boolean): void {
+    if (this.up === up) return;
+    this.up = up;
+    for (const listener of [...this.reachListeners]) {
+      try {
+        listener(up);
+      } catch (err) {
+        this.log.error({ err }, 'NATS reachability listener threw');
+      }
+    }
   }
 
   /** Bytes the client holds unsent: its outbound buffer and the socket's write queue. */
@@ -256,17 +278,17 @@ export class NatsQueue implements NonBlockingQueue {
           case 'disconnect':
           case 'staleConnection':
             if (this.up) {
-              this.up = false;
               this.counters.disconnects++;
-              this.log.warn({ server: 'server' in s ? s.server : undefined, reason: s.type }, 'NATS disconnected; sends wait in the backlog, requests time out; reconnecting');
+              this.log.warn({ server: 'server' in s ? s.server : undefined, reason: s.type }, 'NATS disconnected; requests fail UNAVAILABLE, other sends wait in the backlog; reconnecting');
+              this.setUp(false);
             }
             break;
           case 'reconnect':
             this.resetBackoff();
-            if (!this.up) {
-              this.up = true;
+            if (!this.up && !this.gone) {
               this.counters.reconnects++;
               this.log.info({ server: s.server }, 'NATS reconnected');
+              this.setUp(true);
             }
             break;
           case 'slowConsumer':

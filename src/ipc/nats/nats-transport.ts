@@ -129,6 +129,15 @@ export class NatsTransport extends QueueTransport<NatsQueue> {
     return new NatsReceiver(this.queue, mtype, onBatch, this.options.receiver);
   }
 
+  /** False while the connection is down: nothing sent now reaches anyone until it is back. */
+  get reachable(): boolean {
+    return this.queue.connected;
+  }
+
+  onReachability(listener: (reachable: boolean) => void): () => void {
+    return this.queue.onReachability(listener);
+  }
+
   override async close(): Promise<void> {
     await super.close();
     await this.queue.close();

@@ -69,6 +69,11 @@ export interface ReceiverThreadData {
  * thread offers it a message only when the main thread has handled every batch handed to it
  * and no message of the batch being built precedes it, so queue order is kept: what the
  * handler answers never overtakes an earlier message.
+ *
+ * `io.msgsnd` sends with IPC_NOWAIT. A handler must never wait for room in the queue: it is
+ * the thread that drains its mtype, and the room may be held by messages only it would take
+ * (a deadlock until their deadlines). On EAGAIN it calls `io.defer`, which hands the message
+ * to the owner's send backlog (receiver-thread message `send`), and goes on.
  */
 export interface InlineSpec {
   /** Absolute path of the module (required in the thread). */
@@ -84,6 +89,8 @@ let inline: InlineHandler | undefined;
 
 export type ReceiverThreadMessage =
   | { type: 'batch'; buffer: ArrayBuffer; count: number }
+  /** A message an inline handler could not send (the queue full): the owner sends it through its backlog. */
+  | { type: 'send'; mtype: number; buffer: ArrayBuffer }
   | { type: 'end'; reason: 'closed' | 'removed' | 'error'; code?: string; message?: string };
 
 type End = Extract<ReceiverThreadMessage, { type: 'end' }>;
@@ -224,6 +231,12 @@ function run(d: ReceiverThreadData): void {
     inline = mod.createInlineHandler(d.inline.data, {
       maxMessageBytes: d.maxMessageBytes,
       msgsnd: (_mtype: number, buf: Buffer, textBytes: number) => c.msgsnd(d.queueId, buf, textBytes, c.IPC_NOWAIT),
+      // The queue is full: the owner's send backlog takes the message (the thread must go on
+      // receiving: waiting here for room could wait for ever, docs/reliability.md "The stall").
+      defer: (mtype: number, buf: Buffer, textBytes: number) => {
+        const buffer = (buf.buffer as ArrayBuffer).slice(buf.byteOffset + 8, buf.byteOffset + 8 + textBytes);
+        port.postMessage({ type: 'send', mtype, buffer } satisfies ReceiverThreadMessage, [buffer]);
+      },
       errno: c.errno,
       EAGAIN: c.EAGAIN,
       EINTR: c.EINTR,

@@ -81,6 +81,11 @@ export class SysvReceiver implements Receiver {
     readonly mtype: number,
     private readonly onBatch: BatchHandler,
     options: SysvReceiverOptions = defaultReceiverOptions,
+    /**
+     * Sends what the thread's inline handler could not (a full queue), through the owner's
+     * send backlog. Without it such messages are dropped (their askers time out).
+     */
+    private readonly sendDeferred?: (mtype: number, body: Uint8Array) => void,
   ) {
     this.handover = options.handover ?? DEFAULT_HANDOVER;
     let ring: SharedArrayBuffer | undefined;
@@ -118,6 +123,10 @@ export class SysvReceiver implements Receiver {
     if (msg.type === 'end') {
       const error = msg.message ? new Error(msg.message) : undefined;
       this.threadGone({ reason: msg.reason, ...(msg.code ? { code: msg.code } : {}), ...(error ? { error } : {}) });
+      return;
+    }
+    if (msg.type === 'send') {
+      if (!this.done) this.sendDeferred?.(msg.mtype, new Uint8Array(msg.buffer));
       return;
     }
     try {

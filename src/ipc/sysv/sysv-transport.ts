@@ -22,6 +22,16 @@ export class SysvTransport extends QueueTransport<SysvQueue> {
   }
 
   protected openReceiver(mtype: number, onBatch: BatchHandler): Receiver {
-    return new SysvReceiver(this.queue, mtype, onBatch, this.options.receiver);
+    return new SysvReceiver(this.queue, mtype, onBatch, this.options.receiver, this.sendDeferred);
   }
+
+  /** A receiver thread's inline handler met a full queue: the backlog takes its message. */
+  private readonly sendDeferred = (mtype: number, body: Uint8Array): void => {
+    try {
+      this.send(mtype, body);
+    } catch (err) {
+      // Backlog full or transport closed: dropped, its asker times out.
+      this.options.onSendError(err as Error);
+    }
+  };
 }

@@ -4,7 +4,8 @@ import { Status } from '../../../src/cluster/kinds';
 import { MAX_FIND_REPLY_BYTES, writeFindReply } from '../../../src/cluster/records';
 import { normalizeName } from '../../../src/cluster/names';
 import { ClientError, ClientErrorCode } from '../../../src/errors';
-import type { Endpoint } from '../../../src/ipc/endpoint';
+import { RequestError, type Endpoint } from '../../../src/ipc/endpoint';
+import { memberRanges } from '../../../src/cluster/ownership';
 
 describe('chatd - shard client: FIND outcomes', () => {
   const client = new ShardClient({ mtype: 1000, incarnation: 1 } as unknown as Endpoint, 4, 1000, 1000);
@@ -71,5 +72,32 @@ describe('chatd - shard client: FIND outcomes', () => {
     expect(code(Status.UNAVAILABLE)).to.equal(ClientErrorCode.UNAVAILABLE);
     expect(code(Status.BAD_REQUEST)).to.equal(ClientErrorCode.INTERNAL);
     expect(code(Status.OK, Buffer.from([1, 0, 0]))).to.equal(ClientErrorCode.INTERNAL);
+  });
+});
+
+describe('chatd - shard client: requests when the transport goes down (NATS)', () => {
+  it('a login or move in flight when the connection dropped is TIMEOUT (it may have taken effect, and a login is taken back on TIMEOUT); a find is UNAVAILABLE; one never sent is UNAVAILABLE', async () => {
+    let next = new RequestError('UNAVAILABLE', 'dropped', { inFlight: true });
+    const endpoint = {
+      mtype: 1000,
+      incarnation: 1,
+      request: () => Promise.reject(next),
+    } as unknown as Endpoint;
+    const c = new ShardClient(endpoint, 1, 1000, 1000);
+    c.setMembership([[0, 10]], { epoch: 1, members: memberRanges([0]) });
+    const code = async (f: () => Promise<unknown>): Promise<string> => {
+      try {
+        await f();
+        return 'ok';
+      } catch (e) {
+        return (e as ClientError).code;
+      }
+    };
+    expect(await code(() => c.login('Zed', 1, 3))).to.equal(ClientErrorCode.TIMEOUT);
+    expect(await code(() => c.move('Zed', 1, 4))).to.equal(ClientErrorCode.TIMEOUT);
+    expect(c.clientError(0, next).code, 'a find (no effect to be unsure of)').to.equal(ClientErrorCode.UNAVAILABLE);
+    next = new RequestError('UNAVAILABLE', 'not sent: the transport is down');
+    expect(await code(() => c.login('Zed', 1, 3))).to.equal(ClientErrorCode.UNAVAILABLE);
+    expect(c.clientError(0, next).code).to.equal(ClientErrorCode.UNAVAILABLE);
   });
 });

@@ -49,6 +49,42 @@ function echoHandler(seen: InboundRecord[] = []): RecordHandler {
   };
 }
 
+/** A transport that loses the next `drop` messages sent to `lossyTo` (a message lost on the way). */
+class LossyTransport implements MessageTransport {
+  drop = 0;
+  dropped = 0;
+  /** The send to `lossyTo` with this number (1 = the next) throws BacklogFullError. */
+  failSend = 0;
+  constructor(
+    private readonly inner: MessageTransport,
+    private readonly lossyTo: number,
+  ) {}
+  get maxMessageBytes(): number {
+    return this.inner.maxMessageBytes;
+  }
+  send(mtype: number, body: Uint8Array): void {
+    if (mtype === this.lossyTo && this.failSend > 0 && --this.failSend === 0) throw new BacklogFullError(1, body.byteLength);
+    if (mtype === this.lossyTo && this.drop > 0) {
+      this.drop--;
+      this.dropped++;
+      return;
+    }
+    this.inner.send(mtype, body);
+  }
+  receive(mtype: number, onBatch: Parameters<MessageTransport['receive']>[1]): ReturnType<MessageTransport['receive']> {
+    return this.inner.receive(mtype, onBatch);
+  }
+  stat(): ReturnType<MessageTransport['stat']> {
+    return this.inner.stat();
+  }
+  counters(): ReturnType<MessageTransport['counters']> {
+    return this.inner.counters();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
 describe('ipc/endpoint over LocalTransport', function () {
   this.timeout(10_000);
   const scope = useQueues(); // first: endpoints close before the transports under them
@@ -378,6 +414,55 @@ describe('ipc/endpoint over LocalTransport', function () {
     const replies = await Promise.all(all);
     expect(replies.map((x) => x.payload.toString())).to.deep.equal(all.map((_, k) => `t${Math.floor(k / 50)}r${k % 50}`));
     expect(asker.counters.envelopesSent, 'envelopes for 1,000 requests over 20 turns').to.be.at.most(6);
+  });
+
+  it('lost envelopes - one lost on the way does not hold up its destination; two hold its envelope credit for envelopeExpiryMs, not for the request timeout', async () => {
+    const r = rig(2);
+    const lossy = new LossyTransport(r.transports[0]!, SERVER);
+    const asker = scope.track(new Endpoint(lossy, { mtype: ASKER, incarnation: newIncarnation(), maxBatchBytes: 8192, timeoutSweepMs: 5 }));
+    asker.start(() => {});
+    endpoint(r.transports[1]!, SERVER).start(echoHandler());
+    const turn = (): Promise<void> => new Promise((res) => setImmediate(res));
+    const outcome = (p: Promise<Reply>): Promise<string> => p.then((x) => x.payload.toString(), (e: RequestError) => e.code);
+    // One envelope lost: the second envelope of credit keeps requests flowing at once.
+    lossy.drop = 1;
+    const lost1 = outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('a'), 1000));
+    await turn();
+    let t0 = Date.now();
+    expect(await outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('b'), 1000))).to.equal('re:b');
+    expect(Date.now() - t0, 'with one envelope lost').to.be.below(300);
+    expect(await lost1).to.equal('TIMEOUT');
+    // Two envelopes lost (each turn's requests go in one envelope): the credit of two is held.
+    lossy.drop = 2;
+    const lost2 = [outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('c'), 1000))];
+    await turn();
+    lost2.push(outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('d'), 1000)));
+    await turn();
+    expect(lossy.dropped).to.equal(3);
+    t0 = Date.now();
+    const next = await outcome(asker.request(SERVER, KIND_ECHO, Buffer.from('e'), 1000));
+    const waited = Date.now() - t0;
+    expect(next).to.equal('re:e');
+    expect(waited, 'the destination was held up this long by two lost envelopes (request timeout 1000 ms)').to.be.below(600);
+    expect(await Promise.all(lost2), 'the lost requests still end once, with TIMEOUT').to.deep.equal(['TIMEOUT', 'TIMEOUT']);
+    expect(asker.pendingRequests).to.equal(0);
+  });
+
+  it('send failure - an envelope that fails while waiting requests go out fails only its own requests; the waiting ones are sent, none stranded', async () => {
+    const r = rig(2);
+    const lossy = new LossyTransport(r.transports[0]!, SERVER);
+    // Two 1-byte requests per envelope, three envelopes of credit.
+    const asker = scope.track(new Endpoint(lossy, { mtype: ASKER, incarnation: newIncarnation(), maxBatchBytes: 20 + 2 * 13, timeoutSweepMs: 5, maxEnvelopesInFlight: 3 }));
+    asker.start(() => {});
+    endpoint(r.transports[1]!, SERVER).start(echoHandler());
+    // In one turn: 1-2, 3-4 and 5-6 go in three envelopes, 7 to 11 wait for credit. The
+    // replies to 1-6 come in one envelope: 1-2 answered, 7-8 go in a fourth envelope (open);
+    // 3-4 answered, 9 is next, the fourth envelope is full and is sent, and that send fails:
+    // 7-8 fail, which sends 10-11 from inside the sending of 9.
+    lossy.failSend = 4;
+    const names = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11'];
+    const outcomes = await Promise.all(names.map((n) => asker.request(SERVER, KIND_ECHO, Buffer.from(n), 1500).then((x) => x.payload.toString(), (e: RequestError) => e.code)));
+    expect(outcomes).to.deep.equal(['re:1', 're:2', 're:3', 're:4', 're:5', 're:6', 'UNAVAILABLE', 'UNAVAILABLE', 're:9', 're:10', 're:11']);
   });
 
   it('close - rejects pending requests with UNAVAILABLE, and refuses new ones', async () => {

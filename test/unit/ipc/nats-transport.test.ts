@@ -162,6 +162,80 @@ describe('ipc/nats - outages, limits and clusters on a real nats-server', functi
     expect(answered, 'requests answered again after the restart').to.equal(true);
   });
 
+  it('server down - requests in flight when the connection drops end UNAVAILABLE at once (marked in flight), new ones too while it is down (never sent), each exactly once; answered again after the restart', async () => {
+    const serverT = await transport();
+    const server = endpoint(serverT, SERVER);
+    const held: (() => void)[] = [];
+    server.start((rec: InboundRecord, reply) => {
+      const payload = Buffer.from(rec.payload);
+      if (payload.toString() === 'now') reply!(0, payload);
+      else held.push(() => reply!(0, payload)); // answered only after the drop
+    });
+    await server.receiver!.ready;
+    const askerT = await transport();
+    const asker = endpoint(askerT, ASKER);
+    asker.start(() => {});
+    await asker.receiver!.ready;
+    expect((await asker.request(SERVER, KIND_ECHO, Buffer.from('now'), 2000)).status).to.equal(0);
+
+    // Every outcome of every request, counted per request: exactly one each, ever.
+    const ends: { code: string; inFlight: boolean; at: number }[][] = [];
+    const sink = {
+      onReply(i: number) {
+        ends[i]!.push({ code: 'reply', inFlight: false, at: Date.now() });
+      },
+      onFailure(i: number, err: RequestError) {
+        ends[i]!.push({ code: err.code, inFlight: err.inFlight, at: Date.now() });
+      },
+    };
+    const ask = (payload: string): number => {
+      const i = ends.push([]) - 1;
+      asker.call(SERVER, KIND_ECHO, Buffer.from(payload), 10_000, sink, i);
+      return i;
+    };
+    const inFlight = Array.from({ length: 200 }, (_, k) => ask(`held${k}`));
+    await waitFor(() => held.length === 200, 5000, 5, 'the requests reached the server');
+
+    const t0 = Date.now();
+    await nats.server.stop('SIGKILL');
+    await waitFor(() => inFlight.every((i) => ends[i]!.length > 0), 3000, 5, 'every request in flight ended (their timeout is 10 s)');
+    const took = Math.max(...inFlight.map((i) => ends[i]![0]!.at)) - t0;
+    console.log(`      ${inFlight.length} requests in flight ended ${took} ms after the server was killed (their timeout: 10 s)`);
+    expect(took, 'ended this long after the server was killed').to.be.below(1500);
+    for (const i of inFlight) expect(ends[i], `request ${i}`).to.deep.equal([{ code: 'UNAVAILABLE', inFlight: true, at: ends[i]![0]!.at }]);
+
+    // While the connection is down: refused at once, never sent (so it cannot take effect).
+    const t1 = Date.now();
+    const whileDown = Array.from({ length: 50 }, (_, k) => ask(`down${k}`));
+    await waitFor(() => whileDown.every((i) => ends[i]!.length > 0), 1000, 1, 'requests sent while down ended');
+    expect(Date.now() - t1).to.be.below(500);
+    for (const i of whileDown) expect(ends[i]!.map((e) => [e.code, e.inFlight])).to.deep.equal([['UNAVAILABLE', false]]);
+    const p = asker.request(SERVER, KIND_ECHO, Buffer.from('promise form'), 10_000);
+    const err = await p.then(() => undefined, (e: unknown) => e);
+    expect(err).to.be.instanceOf(RequestError);
+    expect((err as RequestError).code).to.equal('UNAVAILABLE');
+    expect(asker.pendingRequests).to.equal(0);
+    expect(asker.counters.unreachable).to.equal(251);
+
+    // The server answers what it held into its dead connection: those replies go out after the
+    // restart, and must never count as a second outcome.
+    for (const h of held.splice(0)) h();
+    await nats.server.restart();
+    await waitFor(() => askerT.queue.connected && serverT.queue.connected, 10_000, 10, 'both reconnected');
+    let answered = false;
+    const until = Date.now() + 10_000;
+    while (!answered && Date.now() < until) {
+      try {
+        answered = (await asker.request(SERVER, KIND_ECHO, Buffer.from('now'), 500)).payload.toString() === 'now';
+      } catch (e) {
+        expect(e).to.be.instanceOf(RequestError);
+      }
+    }
+    expect(answered, 'requests answered again after the restart').to.equal(true);
+    await sleep(200);
+    expect(ends.every((e) => e.length === 1), 'exactly one outcome per request').to.equal(true);
+  });
+
   it('first connect - no server at the URL: UNAVAILABLE after connectTimeoutMs, naming the URL', async () => {
     const port = await freePort(); // nobody listens there
     const t0 = Date.now();
