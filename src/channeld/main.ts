@@ -11,16 +11,28 @@ import { join } from 'node:path';
 import { ReplicaWriter, createReplicaMemory } from './directory-replica';
 import type { FindInlineData } from './find-inline';
 
-/** channelD entry point: one process per shard; the shard index comes from PM2's NODE_APP_INSTANCE. */
+/**
+ * The shard index of this process: SHARD_BASE (this host's first index, docs/multi-host.md)
+ * plus PM2's NODE_APP_INSTANCE; undefined when that is not an index below MAX_SHARDS.
+ */
+export function shardIndexOf(shardBase: number, instance: string | undefined): number | undefined {
+  const text = instance ?? '0';
+  if (!/^[0-9]{1,4}$/.test(text)) return undefined;
+  const shard = shardBase + Number(text);
+  return shard < MAX_SHARDS ? shard : undefined;
+}
+
+/** channelD entry point: one process per shard; the shard index is SHARD_BASE + PM2's NODE_APP_INSTANCE. */
 async function main(): Promise<void> {
   const config = loadConfig();
-  const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? '0', 10);
+  const index = shardIndexOf(config.shardBase, process.env.NODE_APP_INSTANCE);
+  const shard = index ?? -1;
   const log = createLogger({ app: 'channeld', shard }, { level: config.logLevel });
   exitOnFatal(log);
   // Any index below MAX_SHARDS: `pm2 scale` gives a new process the lowest free one, whatever
   // CHANNELD_SHARDS says; the collector's membership epoch decides what it owns (docs/resharding.md).
-  if (!(Number.isInteger(shard) && shard >= 0 && shard < MAX_SHARDS)) {
-    log.fatal({ shard, max: MAX_SHARDS }, 'shard index out of range (NODE_APP_INSTANCE must be below 900)');
+  if (index === undefined) {
+    log.fatal({ shardBase: config.shardBase, instance: process.env.NODE_APP_INSTANCE, max: MAX_SHARDS }, 'shard index out of range (SHARD_BASE + NODE_APP_INSTANCE must be below 900)');
     process.exit(1);
   }
   log.info({ config }, 'starting');
@@ -58,4 +70,4 @@ async function main(): Promise<void> {
   void server.whenLive().then(() => ready(log, { mtype, incarnation: ce.incarnation, entries: server.directory.size }));
 }
 
-void main();
+if (require.main === module) void main();
