@@ -3,7 +3,7 @@ import { MAX_SHARDS, shardMtype } from '../ipc/mtypes';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { Heartbeat } from '../runtime/heartbeat';
-import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { exitFenced, exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
 import { publishToPm2 } from '../runtime/pm2-metrics';
 import { channeldPm2 } from './pm2-figures';
@@ -52,9 +52,18 @@ async function main(): Promise<void> {
     recoveryMs: config.shardRecoveryMs,
     log,
     askMembership: () => heartbeat?.beatNow(),
+    host: config.hostId,
+    onFenced: () => exitFenced(log),
     ...(replica ? { replica } : {}),
   });
-  heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m), () => server.report());
+  heartbeat = new Heartbeat(
+    ce.endpoint,
+    { role: 'channeld', index: shard, host: config.hostId },
+    config.heartbeatMs,
+    (m) => server.noteMembership(m),
+    () => server.report(),
+    () => exitFenced(log),
+  );
   server.start();
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
   const pm2 = publishToPm2(channeldPm2(server), log);
