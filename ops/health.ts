@@ -49,8 +49,15 @@ interface Target {
   readonly mtype: number;
 }
 
-/** Who must answer STATUS: the collector, every shard of the configuration, chatD. */
-export function targets(config: Pick<Config, 'shards'>): Target[] {
+/**
+ * Who must answer STATUS: the collector, every shard of the configuration, chatD. On a shard
+ * host (HOST_ROLE=shards, docs/multi-host.md) only this host's shards, SHARD_BASE onwards.
+ */
+export function targets(config: Pick<Config, 'shards'> & Partial<Pick<Config, 'hostRole' | 'shardBase'>>): Target[] {
+  if (config.hostRole === 'shards') {
+    const base = config.shardBase ?? 0;
+    return Array.from({ length: config.shards }, (_, i) => ({ label: `channeld shard ${base + i}`, mtype: shardMtype(base + i) }));
+  }
   return [
     { label: 'gc', mtype: MTYPE_GC },
     ...Array.from({ length: config.shards }, (_, i) => ({ label: `channeld shard ${i}`, mtype: shardMtype(i) })),
@@ -127,7 +134,12 @@ async function pm2Problems(config: Config): Promise<string[]> {
   try {
     const list = await client.list();
     const problems: string[] = [];
-    const expected: [string, number][] = [[APP_NAMES.chatd, 1], [APP_NAMES.channeld, config.shards], [APP_NAMES.gc, 1]];
+    // The apps this host's role runs (docs/multi-host.md).
+    const expected: [string, number][] = [
+      ...(config.hostRole !== 'shards' ? ([[APP_NAMES.chatd, 1]] as [string, number][]) : []),
+      ...(config.hostRole !== 'front' ? ([[APP_NAMES.channeld, config.shards]] as [string, number][]) : []),
+      ...(config.hostRole !== 'shards' ? ([[APP_NAMES.gc, 1]] as [string, number][]) : []),
+    ];
     for (const [name, count] of expected) {
       const procs = list.filter((p) => p.name === name);
       if (procs.length === 0) problems.push(`pm2: no ${name} app`);
@@ -151,11 +163,14 @@ async function main(argv: readonly string[]): Promise<number> {
   let queueInfo: Record<string, unknown> | undefined;
   let answers: Answer[] = [];
   let queue: SysvQueue | undefined;
-  try {
-    queue = openExisting(config);
-  } catch (err) {
-    if (!(err instanceof ToolError)) throw err;
-    problems.push(err.message.startsWith('refusing queue') ? `queue refused: ${err.message}` : `queue missing: ${err.message}`);
+  // A shard host (HOST_ROLE=shards) talks over NATS only: it has no host queue to check.
+  if (config.hostRole !== 'shards') {
+    try {
+      queue = openExisting(config);
+    } catch (err) {
+      if (!(err instanceof ToolError)) throw err;
+      problems.push(err.message.startsWith('refusing queue') ? `queue refused: ${err.message}` : `queue missing: ${err.message}`);
+    }
   }
   if (queue) {
     const s = queue.stat();
@@ -184,9 +199,9 @@ async function main(argv: readonly string[]): Promise<number> {
   } else if (healthy) {
     const slowest = Math.max(0, ...answers.map((a) => a.ms));
     const fill = ((queueInfo?.fill as number) * 100).toFixed(1);
-    process.stdout.write(
-      `healthy: queue ${hexKey(config.mqKey)} ${fill}% full; gc, ${config.shards} shard(s) and chatd answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`,
-    );
+    const who = config.hostRole === 'shards' ? `this host's ${config.shards} shard(s) (from ${config.shardBase})` : `gc, ${config.shards} shard(s) and chatd`;
+    const q = queueInfo ? `queue ${hexKey(config.mqKey)} ${fill}% full; ` : '';
+    process.stdout.write(`healthy: ${q}${who} answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`);
   } else {
     process.stdout.write(problems.map((p) => `unhealthy: ${p}\n`).join(''));
   }
