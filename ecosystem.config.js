@@ -22,8 +22,18 @@ try {
   throw err;
 }
 
+// CPU_PROF_DIR=<absolute dir>: every process writes a V8 CPU profile there when it stops
+// (`node --cpu-prof`; docs/benchmarks.md, "Profiling"). Node refuses --cpu-prof in NODE_OPTIONS.
+const cpuProfDir = process.env.CPU_PROF_DIR;
+if (cpuProfDir !== undefined && cpuProfDir !== '' && !path.isAbsolute(cpuProfDir)) {
+  const msg = `chatd-cluster: CPU_PROF_DIR must be an absolute path, got ${JSON.stringify(cpuProfDir)}`;
+  console.error(msg);
+  throw new Error(msg);
+}
+
 const common = {
   cwd: __dirname,
+  ...(cpuProfDir ? { node_args: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] } : {}),
   exec_mode: 'fork',
   autorestart: true,
   wait_ready: true,

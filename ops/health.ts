@@ -15,7 +15,7 @@ import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './to
 
 const USAGE = `usage: npm run health [-- --pm2] [--json] [--timeout MS]
   exits 0 when healthy; otherwise 1 with one line per problem:
-  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (CHANNELD_SHARDS) or chatD not answering STATUS
+  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (a member of gc's membership epoch) or chatD not answering STATUS
   --pm2      also check with the project's pm2 that every app process is online
   --json     one JSON object instead of lines
   --timeout  how long to wait for each STATUS reply (default 1000 ms)`;
@@ -49,20 +49,31 @@ interface Target {
   readonly mtype: number;
 }
 
+/** A shard target. */
+const shardTarget = (i: number): Target => ({ label: `channeld shard ${i}`, mtype: shardMtype(i) });
+
 /**
- * Who must answer STATUS: the collector, every shard of the configuration, chatD. On a shard
- * host (HOST_ROLE=shards, docs/multi-host.md) only this host's shards, SHARD_BASE onwards.
+ * Who must answer STATUS besides the collector: the shards of the collector's current
+ * membership epoch (shards come and go with `pm2 scale`, docs/resharding.md), or, when the
+ * collector named none (not answering, no epoch yet), shards 0..CHANNELD_SHARDS-1; and chatD.
  */
-export function targets(config: Pick<Config, 'shards'> & Partial<Pick<Config, 'hostRole' | 'shardBase'>>): Target[] {
-  if (config.hostRole === 'shards') {
-    const base = config.shardBase ?? 0;
-    return Array.from({ length: config.shards }, (_, i) => ({ label: `channeld shard ${base + i}`, mtype: shardMtype(base + i) }));
-  }
-  return [
-    { label: 'gc', mtype: MTYPE_GC },
-    ...Array.from({ length: config.shards }, (_, i) => ({ label: `channeld shard ${i}`, mtype: shardMtype(i) })),
-    { label: 'chatd', mtype: chatdMtype(0) },
-  ];
+export function targets(config: Pick<Config, 'shards'>, members?: readonly number[]): Target[] {
+  const shards = members && members.length > 0 ? [...members].sort((a, b) => a - b) : Array.from({ length: config.shards }, (_, i) => i);
+  return [...shards.map(shardTarget), { label: 'chatd', mtype: chatdMtype(0) }];
+}
+
+/** A shard host's own shards (HOST_ROLE=shards, docs/multi-host.md): SHARD_BASE onwards. */
+export function hostShardTargets(config: Pick<Config, 'shards' | 'shardBase'>): Target[] {
+  return Array.from({ length: config.shards }, (_, i) => shardTarget(config.shardBase + i));
+}
+
+/** The members of the collector's current epoch in its STATUS, when it names them. */
+export function epochMembers(gcStatus: Record<string, unknown> | undefined): number[] | undefined {
+  const epoch = gcStatus?.epoch;
+  if (typeof epoch !== 'object' || epoch === null) return undefined;
+  const members = (epoch as { members?: unknown }).members;
+  if (!Array.isArray(members) || members.length === 0) return undefined;
+  return members.every((m) => Number.isInteger(m) && m >= 0 && m < 900) ? (members as number[]) : undefined;
 }
 
 interface Answer {
@@ -92,21 +103,24 @@ async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs
   const me = toolMtype();
   const endpoint = new Endpoint(transport, { mtype: me, incarnation: newIncarnation(), maxBatchBytes: config.mqBatchBytes });
   await endpoint.start(() => {}).ready;
+  const ask = async (t: Target): Promise<Answer> => {
+    const start = Date.now();
+    try {
+      const r = await endpoint.request(t.mtype, Kind.STATUS, EMPTY, timeoutMs);
+      const ms = Date.now() - start;
+      if (r.status !== Status.OK) return { ...t, ok: false, ms, problem: `${t.label} (mtype ${t.mtype}) answered STATUS with status ${r.status}` };
+      return { ...t, ok: true, ms, status: decodePayload('status', r.payload) ?? {} };
+    } catch (err) {
+      const why = err instanceof RequestError && err.code === 'TIMEOUT' ? `did not answer STATUS within ${timeoutMs} ms` : `could not be asked: ${(err as Error).message}`;
+      return { ...t, ok: false, ms: Date.now() - start, problem: `${t.label} (mtype ${t.mtype}) ${why}` };
+    }
+  };
   try {
-    return await Promise.all(
-      targets(config).map(async (t): Promise<Answer> => {
-        const start = Date.now();
-        try {
-          const r = await endpoint.request(t.mtype, Kind.STATUS, EMPTY, timeoutMs);
-          const ms = Date.now() - start;
-          if (r.status !== Status.OK) return { ...t, ok: false, ms, problem: `${t.label} (mtype ${t.mtype}) answered STATUS with status ${r.status}` };
-          return { ...t, ok: true, ms, status: decodePayload('status', r.payload) ?? {} };
-        } catch (err) {
-          const why = err instanceof RequestError && err.code === 'TIMEOUT' ? `did not answer STATUS within ${timeoutMs} ms` : `could not be asked: ${(err as Error).message}`;
-          return { ...t, ok: false, ms: Date.now() - start, problem: `${t.label} (mtype ${t.mtype}) ${why}` };
-        }
-      }),
-    );
+    // A shard host answers for its own shards only: the collector and chatD run elsewhere.
+    if (config.hostRole === 'shards') return await Promise.all(hostShardTargets(config).map(ask));
+    // The collector first: its membership epoch names the shards that must answer.
+    const gc = await ask({ label: 'gc', mtype: MTYPE_GC });
+    return [gc, ...(await Promise.all(targets(config, epochMembers(gc.status)).map(ask)))];
   } finally {
     await endpoint.close();
     await transport.close();
@@ -121,8 +135,11 @@ async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs
   }
 }
 
-/** Problems seen through PM2: no daemon, missing apps, processes not online. */
-async function pm2Problems(config: Config): Promise<string[]> {
+/**
+ * Problems seen through PM2: no daemon, missing apps, processes not online. The apps are those
+ * of this host's HOST_ROLE (docs/multi-host.md): a front host runs no shard, a shard host only shards.
+ */
+async function pm2Problems(shards: number, role: Config['hostRole'] = 'all'): Promise<string[]> {
   const home = pm2Home();
   let client;
   try {
@@ -134,12 +151,9 @@ async function pm2Problems(config: Config): Promise<string[]> {
   try {
     const list = await client.list();
     const problems: string[] = [];
-    // The apps this host's role runs (docs/multi-host.md).
-    const expected: [string, number][] = [
-      ...(config.hostRole !== 'shards' ? ([[APP_NAMES.chatd, 1]] as [string, number][]) : []),
-      ...(config.hostRole !== 'front' ? ([[APP_NAMES.channeld, config.shards]] as [string, number][]) : []),
-      ...(config.hostRole !== 'shards' ? ([[APP_NAMES.gc, 1]] as [string, number][]) : []),
-    ];
+    const expected = ([[APP_NAMES.chatd, 1], [APP_NAMES.channeld, shards], [APP_NAMES.gc, 1]] as [string, number][]).filter(
+      ([name]) => (name === APP_NAMES.channeld ? role !== 'front' : role !== 'shards'),
+    );
     for (const [name, count] of expected) {
       const procs = list.filter((p) => p.name === name);
       if (procs.length === 0) problems.push(`pm2: no ${name} app`);
@@ -190,7 +204,8 @@ async function main(argv: readonly string[]): Promise<number> {
     answers = await askStatus(queue, config, args.timeoutMs);
     for (const a of answers) if (a.problem) problems.push(a.problem);
   }
-  if (args.pm2) problems.push(...(await pm2Problems(config)));
+  const shardsAsked = answers.filter((a) => a.label.startsWith('channeld')).length || config.shards;
+  if (args.pm2) problems.push(...(await pm2Problems(config.hostRole === 'shards' ? config.shards : shardsAsked, config.hostRole)));
   const healthy = problems.length === 0;
   if (args.json) {
     process.stdout.write(
@@ -199,7 +214,7 @@ async function main(argv: readonly string[]): Promise<number> {
   } else if (healthy) {
     const slowest = Math.max(0, ...answers.map((a) => a.ms));
     const fill = ((queueInfo?.fill as number) * 100).toFixed(1);
-    const who = config.hostRole === 'shards' ? `this host's ${config.shards} shard(s) (from ${config.shardBase})` : `gc, ${config.shards} shard(s) and chatd`;
+    const who = config.hostRole === 'shards' ? `this host's ${config.shards} shard(s) (from ${config.shardBase})` : `gc, ${shardsAsked} shard(s) and chatd`;
     const q = queueInfo ? `queue ${hexKey(config.mqKey)} ${fill}% full; ` : '';
     process.stdout.write(`healthy: ${q}${who} answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`);
   } else {

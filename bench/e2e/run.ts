@@ -70,6 +70,9 @@ const CLUSTER_ENV: Record<string, string> = {
   CHATD_RATE_BURST: '1000000',
   CHATD_IDLE_TIMEOUT_MS: '0',
   LOG_LEVEL: 'warn',
+  // BENCH_CPU_PROF=<dir>: every cluster process writes a V8 CPU profile there when it stops
+  // (summarise with `node dist/bench/prof-summary.js <file>`).
+  ...(process.env.BENCH_CPU_PROF ? { CPU_PROF_DIR: resolve(process.env.BENCH_CPU_PROF) } : {}),
 };
 
 const scenario = (name: string, conns: number, depth: number, form: 'op' | 'chat'): ScenarioSpec => ({

@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Logger } from '../log';
-import { ownerOf } from '../ipc/mtypes';
+import { ownerOf, shardMtype } from '../ipc/mtypes';
 import { queueFill } from '../ipc/queue-fill';
 import type { QueueStat } from '../ipc/transport';
 import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
@@ -188,6 +188,21 @@ export class Collector {
   /** PM2 said an app instance exited (or is being stopped). */
   supervisorEvent(ev: SupervisorEvent): Death | undefined {
     return this.membership.supervisorEvent(ev);
+  }
+
+  /**
+   * PM2 no longer lists shard `index` (deleted by `pm2 scale` down): it leaves the membership
+   * as soon as it is not live, without waiting SHARD_GONE_MS (docs/resharding.md).
+   */
+  shardDeparted(index: number): void {
+    // This host's PM2 speaks for this host's shards only (docs/multi-host.md): an index held,
+    // or last held, by another host's process is not the instance PM2 deleted here.
+    const holder = this.table.get(shardMtype(index)) ?? this.table.vacancy(shardMtype(index));
+    if (holder && !holder.local) {
+      this.warnOnce(`departed-remote:${index}:${holder.incarnation}`, { shard: index, host: holder.host }, 'PM2 deleted a shard instance whose index another host holds: ignored');
+      return;
+    }
+    this.epochs.departed(index);
   }
 
   /** One round of the periodic checks (also called by tests). */

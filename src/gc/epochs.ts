@@ -11,7 +11,8 @@
  *   is at that epoch and ready.
  * - Add the live shards that are not members once none has appeared for `quietMs`; remove the
  *   members not live for `goneMs` continuously (a crash-restart comes back within it: no
- *   change). Both in one epoch. The last member is never removed.
+ *   change), or at once when their process is known gone for good (`departed`: deleted from
+ *   PM2 by `pm2 scale` down or `pm2 delete`). Both in one epoch. The last member is never removed.
  */
 import { OwnershipView, isEpoch, membersFromRanges, type Members } from '../cluster/ownership';
 import type { TrackedRole } from './process-table';
@@ -62,6 +63,8 @@ export class EpochKeeper {
   private readonly reports = new Map<number, Report>();
   /** member -> since when it is not live. */
   private readonly absentSince = new Map<number, number>();
+  /** Members whose process is gone for good (`departed`): removed without waiting goneMs. */
+  private readonly departedShards = new Set<number>();
   /** live non-member -> since when it is live. */
   private readonly joinedAt = new Map<number, number>();
   private decidedAt = 0;
@@ -112,6 +115,15 @@ export class EpochKeeper {
     this.reports.set(mtype, { incarnation, epoch: r.epoch, members: same ? prev.members : members, ready: r.ready });
   }
 
+  /**
+   * The supervisor says shard `s`'s process is gone for good (PM2 deleted it): once it is not
+   * live, it leaves the membership at the next decision instead of after `goneMs`. A shard of
+   * that index seen live again is a new member like any other.
+   */
+  departed(s: number): void {
+    if (this.current?.isMember(s)) this.departedShards.add(s);
+  }
+
   /** Whether every live shard and chatD reports the current epoch, ready. */
   settled(live: readonly LiveProcess[]): boolean {
     const v = this.current;
@@ -151,16 +163,19 @@ export class EpochKeeper {
     }
     const v = this.current;
     for (const s of v.members) {
-      if (liveShards.has(s)) this.absentSince.delete(s);
-      else if (!this.absentSince.has(s)) this.absentSince.set(s, now);
+      if (liveShards.has(s)) {
+        this.absentSince.delete(s);
+        this.departedShards.delete(s);
+      } else if (!this.absentSince.has(s)) this.absentSince.set(s, now);
     }
     for (const s of [...this.absentSince.keys()]) if (!v.isMember(s)) this.absentSince.delete(s);
+    for (const s of [...this.departedShards]) if (!v.isMember(s)) this.departedShards.delete(s);
     for (const s of liveShards) if (!v.isMember(s) && !this.joinedAt.has(s)) this.joinedAt.set(s, now);
     for (const s of [...this.joinedAt.keys()]) if (!liveShards.has(s) || v.isMember(s)) this.joinedAt.delete(s);
     if (!this.settled(live)) return undefined;
     const removed = v.members.filter((s) => {
       const since = this.absentSince.get(s);
-      return since !== undefined && now - since >= this.timings.goneMs;
+      return since !== undefined && (now - since >= this.timings.goneMs || this.departedShards.has(s));
     });
     let newest = -Infinity;
     for (const t of this.joinedAt.values()) newest = Math.max(newest, t);
@@ -183,6 +198,7 @@ export class EpochKeeper {
       decidedAgoMs: v ? now - this.decidedAt : undefined,
       absent: Object.fromEntries([...this.absentSince].map(([s, t]) => [s, now - t])),
       joining: Object.fromEntries([...this.joinedAt].map(([s, t]) => [s, now - t])),
+      departed: [...this.departedShards],
       changes: this.changes,
       badReports: this.badReports,
     };
@@ -217,7 +233,10 @@ export class EpochKeeper {
     this.decidedAt = now;
     this.changes++;
     this.joinedAt.clear();
-    for (const s of removed) this.absentSince.delete(s);
+    for (const s of removed) {
+      this.absentSince.delete(s);
+      this.departedShards.delete(s);
+    }
     return { view, previous, added: previous ? added : [], removed, reason };
   }
 }

@@ -75,7 +75,12 @@ async function main(): Promise<void> {
   collector.start();
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
   const pm2 = publishToPm2(gcPm2(collector), log);
-  const watch = new Pm2Watch(log.child({ component: 'pm2-watch' }), (ev) => collector.supervisorEvent(ev));
+  const watch = new Pm2Watch(
+    log.child({ component: 'pm2-watch' }),
+    (ev) => collector.supervisorEvent(ev),
+    process.env,
+    (shard) => collector.shardDeparted(shard),
+  );
   void watch.start();
   exitWhenReceiverEnds(endpoint.receiver, log);
   onShutdown(log, async () => {

@@ -45,6 +45,22 @@ export function toSupervisorEvent(packet: unknown): SupervisorEvent | undefined 
 export type Pm2WatchState = 'watching' | 'absent' | 'failed' | 'stopped';
 
 /**
+ * After a shard's exit, when PM2's process list is read to see whether the instance is gone
+ * for good (deleted by `pm2 scale` down or `pm2 delete`: PM2 drops it from its list just after
+ * the exit event) or is being restarted (it stays listed, same pm_id).
+ */
+export const DEPARTURE_CHECKS_MS: readonly number[] = [200, 600, 1500];
+
+/**
+ * Whether a PM2 list says the channeld instance is gone for good: not listed at all. A stopped
+ * or restarting process is still listed and is not gone (`pm2 stop` may be followed by a start;
+ * a stopped shard leaves the membership after SHARD_GONE_MS like a crashed one).
+ */
+export function shardDeparted(list: readonly { name: string; instance: number | undefined }[], instance: number): boolean {
+  return !list.some((p) => p.name === APP_NAMES.channeld && (p.instance ?? 0) === instance);
+}
+
+/**
  * Learns deaths from PM2's event bus when the collector runs under PM2. Without PM2 (or when
  * connecting fails) it says so once at info and does nothing: the pid check and heartbeat
  * silence still find every death, only a little later.
@@ -53,10 +69,15 @@ export class Pm2Watch {
   state: Pm2WatchState | 'idle' = 'idle';
   private client: Pm2Client | undefined;
 
+  /** Shard instances whose departure check runs now. */
+  private readonly checking = new Set<number>();
+
   constructor(
     private readonly log: Logger,
     private readonly onEvent: (ev: SupervisorEvent) => void,
     private readonly env: NodeJS.ProcessEnv = process.env,
+    /** A shard instance PM2 no longer lists after its exit: gone for good (docs/resharding.md). */
+    private readonly onDeparted?: (instance: number) => void,
   ) {}
 
   async start(): Promise<Pm2WatchState> {
@@ -79,11 +100,37 @@ export class Pm2Watch {
         } catch (err) {
           this.log.error({ err }, 'PM2 event handler failed');
         }
+        const p = (packet as Pm2ProcessEvent).process;
+        if (this.onDeparted && p?.name === APP_NAMES.channeld) void this.checkDeparture(Number(p.NODE_APP_INSTANCE ?? 0));
       });
       return this.settle('watching', { pm2Home: home }, 'watching PM2 process events');
     } catch (err) {
       this.disconnect();
       return this.settle('failed', { pm2Home: home, err }, 'PM2 connect failed: deaths from pid checks and heartbeats only');
+    }
+  }
+
+  /** Reads PM2's list a few times after a shard's exit; reports the instance if PM2 dropped it. */
+  private async checkDeparture(instance: number): Promise<void> {
+    if (!Number.isInteger(instance) || instance < 0 || this.checking.has(instance)) return;
+    this.checking.add(instance);
+    try {
+      let waited = 0;
+      for (const at of DEPARTURE_CHECKS_MS) {
+        await new Promise((r) => setTimeout(r, at - waited).unref());
+        waited = at;
+        const client = this.client;
+        if (!client || this.state === 'stopped') return;
+        if (shardDeparted(await client.list(), instance)) {
+          this.log.info({ shard: instance, afterMs: at }, 'shard deleted from PM2: it leaves the membership now');
+          this.onDeparted?.(instance);
+          return;
+        }
+      }
+    } catch (err) {
+      this.log.warn({ err, shard: instance }, 'PM2 list failed: a deleted shard leaves the membership after SHARD_GONE_MS');
+    } finally {
+      this.checking.delete(instance);
     }
   }
 

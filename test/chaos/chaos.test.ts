@@ -10,20 +10,29 @@ import { ChatClient, type Reply } from '../helpers/chat-client';
 import { sleep, useCluster } from '../helpers/cluster';
 import { cleanupChecks, expectEachReplyOnce } from '../e2e/e2e-support';
 import { mulberry32 } from '../helpers/random';
+import { EpochWatch } from '../helpers/epoch-watch';
 
 /**
  * Chaos suite (docs/reliability.md, "Chaos suite"): faults injected one after another into a
  * real cluster under PM2 while a load of finds runs, every answer checked against the truth
  * the test keeps (who is logged in, on which channel).
  *
- * CHAOS_FAULTS (default: one of each kind, 16) sets the number of faults; CHAOS_SEED replays a
+ * The `reshard-*` kinds fail a process in the middle of a live resharding (docs/resharding.md):
+ * `pm2 scale channeld` up by ADDED shards, one process killed while the new epoch's hand-over
+ * runs, then the added processes deleted (the scale back down) and, for the last kind, a shard
+ * gaining buckets killed during that second hand-over. Each waits for the collector's epoch to
+ * settle with the expected members, so the next fault starts from SHARDS shards again.
+ *
+ * CHAOS_FAULTS (default: one of each kind, 20) sets the number of faults; CHAOS_SEED replays a
  * run's choices; CHAOS_KINDS (comma-separated) restricts the kinds, e.g. to replay one.
  */
 
 const SHARDS = 3;
 const CHANNELS = 20;
 const CHARACTERS = 200;
-const DEFAULT_FAULTS = 16;
+const DEFAULT_FAULTS = 20;
+/** Shards a resharding fault adds (instances SHARDS..SHARDS+ADDED-1: PM2 gives new processes the lowest free instance numbers). */
+const ADDED = 2;
 const FAULTS = Math.max(1, Number(process.env.CHAOS_FAULTS ?? DEFAULT_FAULTS) || DEFAULT_FAULTS);
 const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31)) >>> 0;
 /** A request without a reply this long after it was sent is hung. */
@@ -96,7 +105,11 @@ type FaultKind =
   | 'flood-chatd-forged'
   | 'remove-queue'
   | 'flood-shard-forged-owner'
-  | 'flood-chatd-forged-reqid';
+  | 'flood-chatd-forged-reqid'
+  | 'reshard-kill-gaining'
+  | 'reshard-kill-gc'
+  | 'reshard-kill-chatd'
+  | 'reshard-down-kill-gaining';
 
 const KINDS: readonly FaultKind[] = [
   'kill-shard',
@@ -115,6 +128,10 @@ const KINDS: readonly FaultKind[] = [
   'remove-queue',
   'flood-shard-forged-owner',
   'flood-chatd-forged-reqid',
+  'reshard-kill-gaining',
+  'reshard-kill-gc',
+  'reshard-kill-chatd',
+  'reshard-down-kill-gaining',
 ];
 /**
  * Kinds run only when named in CHAOS_KINDS, for a defect found and not fixed yet (none now).
@@ -607,6 +624,72 @@ describe('chaos: faults injected under a checked load of finds', function () {
       }
       case 'remove-queue':
         return await removeQueue();
+      case 'reshard-kill-gaining':
+      case 'reshard-kill-gc':
+      case 'reshard-kill-chatd':
+      case 'reshard-down-kill-gaining':
+        return await reshard(kind);
+    }
+  }
+
+  /**
+   * A live resharding SHARDS -> SHARDS+ADDED -> SHARDS with one process killed during a
+   * hand-over (see the kinds above). The epoch watch is opened per fault: `remove-queue`
+   * replaces the queue a watch would hold.
+   */
+  async function reshard(kind: FaultKind): Promise<string> {
+    const c = cluster();
+    const initial = Array.from({ length: SHARDS }, (_, i) => i);
+    const grown = Array.from({ length: SHARDS + ADDED }, (_, i) => i);
+    const watch = await EpochWatch.open({ mqKey: c.mqKey });
+    try {
+      const logs = (): string => `\n${c.logs(20)}`;
+      const base = await watch.settledAbove(0, 30_000, initial, logs());
+      const t0 = Date.now();
+      const up = await c.pm2(['scale', 'channeld', String(SHARDS + ADDED)], 60_000);
+      if (up.code !== 0) throw new Error(`pm2 scale failed: ${up.stderr}`);
+      let what: string;
+      if (kind === 'reshard-kill-gaining') {
+        const shard = SHARDS + between(0, ADDED - 1);
+        const extra = between(0, 800);
+        const pid = await settled('channeld', shard);
+        await sleep(extra);
+        process.kill(pid, 'SIGKILL');
+        await c.waitRestarted('channeld', shard, pid, 20_000);
+        what = `new shard ${shard} SIGKILLed ${Date.now() - t0} ms after the scale (during its hand-over)`;
+      } else if (kind === 'reshard-kill-gc') {
+        await sleep(between(800, 2000));
+        await (await kill('gc', 0))();
+        what = `gc SIGKILLed during the hand-over`;
+      } else if (kind === 'reshard-kill-chatd') {
+        await sleep(between(800, 2000));
+        await killChatd();
+        what = `chatd SIGKILLed during the hand-over, 200 characters logged in again`;
+      } else what = 'no kill on the way up';
+      const grownView = await watch.settledAbove(base.epoch, 40_000, grown, logs());
+      const upMs = Date.now() - t0;
+      // Back down: delete the added processes by id (`pm2 scale` down would delete the lowest instances).
+      const t1 = Date.now();
+      const ids = (await c.jlist()).filter((p) => p.name === 'channeld' && p.instance >= SHARDS).map((p) => String(p.pmId));
+      const down = await c.pm2(['delete', ...ids], 30_000);
+      if (down.code !== 0) throw new Error(`pm2 delete ${ids.join(' ')} failed: ${down.stderr}`);
+      if (kind === 'reshard-down-kill-gaining') {
+        // The deleted shards' buckets go to the remaining ones once the collector gives them up (SHARD_GONE_MS).
+        const shard = between(0, SHARDS - 1);
+        for (;;) {
+          const v = await watch.gcView();
+          if (v && v.epoch > grownView.epoch) break;
+          if (Date.now() - t1 > 30_000) throw new Error(`no epoch after ${grownView.epoch} 30 s after deleting shards${logs()}`);
+          await sleep(20);
+        }
+        await sleep(between(0, 300));
+        await (await kill('channeld', shard))();
+        what = `shard ${shard} SIGKILLed ${Date.now() - t1} ms after the added shards were deleted (it was gaining buckets)`;
+      }
+      const back = await watch.settledAbove(grownView.epoch, 40_000, initial, logs());
+      return `reshard ${SHARDS} -> ${SHARDS + ADDED} -> ${SHARDS}: ${what}; epoch ${base.epoch} -> ${grownView.epoch} settled ${upMs} ms after the scale, -> ${back.epoch} settled ${Date.now() - t1} ms after the delete`;
+    } finally {
+      await watch.close();
     }
   }
 

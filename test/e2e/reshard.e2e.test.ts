@@ -1,12 +1,9 @@
 import { expect } from 'chai';
-import { Kind, Status } from '../../src/cluster/kinds';
-import { EMPTY, decodePayload } from '../../src/cluster/messages';
 import { normalizeName } from '../../src/cluster/names';
 import { OwnershipView } from '../../src/cluster/ownership';
-import { Endpoint, newIncarnation } from '../../src/ipc';
-import { MTYPE_GC, shardMtype, toolMtype } from '../../src/ipc/mtypes';
-import { SysvQueue } from '../../src/ipc/sysv/sysv-queue';
-import { SysvTransport, defaultSysvTransportOptions } from '../../src/ipc/sysv/sysv-transport';
+import { shardMtype } from '../../src/ipc/mtypes';
+import { EpochWatch } from '../helpers/epoch-watch';
+import { NatsServer } from '../helpers/nats-server';
 import type { ChatClient } from '../helpers/chat-client';
 import { sleep, useCluster } from '../helpers/cluster';
 import { cleanupChecks } from './e2e-support';
@@ -17,16 +14,12 @@ import { cleanupChecks } from './e2e-support';
  * a connected character is online on its channel, a name nobody uses is offline, a second login
  * of a connected name is never accepted; errors may only be UNAVAILABLE or TIMEOUT (counted).
  * After each step the collector's epoch must settle and every connected character be found.
+ * The same scenario runs over both transports: the host's SysV queue, and a real nats-server
+ * started here on a free port (killed by pid at the end, even on failure).
  */
 
 const CHANNELS = 20;
 const CONNECTED = 60;
-
-interface GcView {
-  epoch: number;
-  members: number[];
-  settled: boolean;
-}
 
 interface Tally {
   finds: number;
@@ -36,62 +29,41 @@ interface Tally {
   codes: Map<string, number>;
 }
 
-describe('resharding (e2e): pm2 scale channeld 2 -> 6 -> 3 under a checked load', function () {
+for (const over of ['sysv', 'nats'] as const) describe(`resharding (e2e, ${over}): pm2 scale channeld 2 -> 6 -> 3 under a checked load`, function () {
   this.timeout(300_000);
-  const cluster = useCluster({ shards: 2, label: 'reshard', env: { SHARD_GONE_MS: '3000', RESHARD_QUIET_MS: '1000', CHANNELS: String(CHANNELS), CHATD_RATE_PER_SEC: '100000', CHATD_RATE_BURST: '100000' } });
+  // Hooks run in the order they are declared: the server starts before the cluster, and stops after it and the tool.
+  let nats: NatsServer | undefined;
+  if (over === 'nats') {
+    before(async function () {
+      this.timeout(20_000);
+      nats = await NatsServer.start();
+    });
+  }
+  const cluster = useCluster(() => ({
+    shards: 2,
+    label: `reshard-${over}`,
+    env: {
+      SHARD_GONE_MS: '3000',
+      RESHARD_QUIET_MS: '1000',
+      CHANNELS: String(CHANNELS),
+      CHATD_RATE_PER_SEC: '100000',
+      CHATD_RATE_BURST: '100000',
+      ...(nats ? { TRANSPORT: 'nats', NATS_URL: nats.url, CLUSTER_NAME: `reshard${process.pid}` } : {}),
+    },
+  }));
 
-  let queue: SysvQueue | undefined;
-  let transport: SysvTransport | undefined;
-  let tool: Endpoint | undefined;
-  const me = toolMtype();
+  let watch: EpochWatch | undefined;
   after(async () => {
-    await tool?.close();
-    await transport?.close();
-    try {
-      while (queue?.tryReceive(me)) {
-        /* late replies: discard */
-      }
-    } catch {
-      /* the queue is gone */
-    }
+    await watch?.close();
+    await nats?.dispose();
   });
-
-  async function status(mtype: number): Promise<Record<string, unknown> | undefined> {
-    try {
-      const r = await tool!.request(mtype, Kind.STATUS, EMPTY, 1000);
-      return r.status === Status.OK ? decodePayload('status', r.payload) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  async function gcView(): Promise<GcView | undefined> {
-    const s = await status(MTYPE_GC);
-    const e = s?.epoch as { epoch: number; members: number[]; settled: boolean } | undefined;
-    return e ? { epoch: e.epoch, members: e.members, settled: e.settled } : undefined;
-  }
-
-  /**
-   * Polls until the collector has a settled epoch above `above` (with `members` members, when
-   * given: PM2 may start or delete the processes of one `pm2 scale` slowly enough for the
-   * collector to take them in more than one epoch); its view and the ms waited.
-   */
-  async function settledAbove(above: number, timeoutMs: number, members?: number): Promise<GcView & { ms: number }> {
-    const t0 = Date.now();
-    for (;;) {
-      const v = await gcView();
-      if (v && v.epoch > above && v.settled && (members === undefined || v.members.length === members)) return { ...v, ms: Date.now() - t0 };
-      if (Date.now() - t0 > timeoutMs) throw new Error(`no settled epoch above ${above} after ${timeoutMs} ms (last: ${JSON.stringify(v)})\n${cluster().logs(15)}`);
-      await sleep(50);
-    }
-  }
+  const status = (mtype: number): Promise<Record<string, unknown> | undefined> => watch!.status(mtype);
+  const settledAbove = (above: number, timeoutMs: number, members?: number): ReturnType<EpochWatch['settledAbove']> =>
+    watch!.settledAbove(above, timeoutMs, members, `\n${cluster().logs(15)}`);
 
   it('0 wrong answers, no duplicate login, every connected character found after each step', async () => {
     const c = cluster();
-    queue = SysvQueue.open({ key: c.mqKey, create: false });
-    transport = new SysvTransport(queue, { ...defaultSysvTransportOptions, backlogMessages: 1000, backlogBytes: 1 << 20 });
-    tool = new Endpoint(transport, { mtype: me, incarnation: newIncarnation(), maxBatchBytes: 4096 });
-    tool.start(() => {});
+    watch = await EpochWatch.open({ mqKey: c.mqKey, nats: nats ? { url: nats.url, cluster: `reshard${process.pid}` } : undefined });
 
     const start = await settledAbove(0, 20_000);
     expect(start.members).to.deep.equal([0, 1]);
@@ -197,6 +169,12 @@ describe('resharding (e2e): pm2 scale channeld 2 -> 6 -> 3 under a checked load'
     console.log(`      (load: ${tally.finds} finds, ${tally.ok} ok, ${tally.logins} second logins; errors ${JSON.stringify(Object.fromEntries(tally.codes))}; wrong ${tally.wrong.length})`);
     expect(tally.wrong.slice(0, 5), `${tally.wrong.length} wrong answers`).to.deep.equal([]);
     expect(tally.finds).to.be.above(100);
+
+    // `npm run health` follows the collector's epoch: the 3 shards left (not 0..CHANNELD_SHARDS-1) answer.
+    const h = await c.ops('health', ['--json', '--pm2'], 30_000);
+    const report = JSON.parse(h.stdout) as { healthy: boolean; problems: string[]; answered: { label: string }[] };
+    expect(report.problems).to.deep.equal([]);
+    expect(report.answered.map((a) => a.label).filter((l) => l.startsWith('channeld'))).to.deep.equal(view.members.map((m) => `channeld shard ${m}`));
     for (const h of holders) await h.destroy();
   });
 

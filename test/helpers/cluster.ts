@@ -138,6 +138,11 @@ export class Cluster {
     if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
 
+  /** Runs one of the operator tools (`dist/ops/<tool>.js`, as `npm run <tool>` does) against this cluster. */
+  ops(tool: string, args: string[], timeoutMs = 20_000): Promise<RunResult> {
+    return runCommand(process.execPath, [join(PROJECT_ROOT, 'dist', 'ops', `${tool}.js`), ...args], { cwd: PROJECT_ROOT, env: this.processEnv(), timeoutMs });
+  }
+
   /**
    * Runs the project's pm2 with this cluster's PM2_HOME and environment; `extraEnv` adds to it
    * for this command only (e.g. PM2_CONCURRENT_ACTIONS, as `npm run reload` sets it).
@@ -441,11 +446,13 @@ export class Cluster {
  * when `before` or a test failed). On failure the processes' log tails are printed first.
  * Returns a getter for the running cluster.
  */
-export function useCluster(options: ClusterOptions = {}): () => Cluster {
+/** `options` may be a function, called in `before`: for settings known only then (a NATS server's URL). */
+export function useCluster(options: ClusterOptions | (() => ClusterOptions) = {}): () => Cluster {
   let cluster: Cluster | undefined;
   before(async function () {
-    this.timeout((options.startTimeoutMs ?? 30_000) + 15_000);
-    cluster = new Cluster(options);
+    const o = typeof options === 'function' ? options() : options;
+    this.timeout((o.startTimeoutMs ?? 30_000) + 15_000);
+    cluster = new Cluster(o);
     await cluster.start();
   });
   after(async function () {

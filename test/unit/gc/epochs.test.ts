@@ -65,6 +65,24 @@ describe('gc - epochs (membership epoch decisions, docs/resharding.md)', () => {
     expect(k.previousView!.epoch).to.equal(1);
   });
 
+  it('a member PM2 deleted (departed) leaves at the next decision, without waiting SHARD_GONE_MS; one back live stays', () => {
+    const k = new EpochKeeper(4, { goneMs: GONE, quietMs: QUIET });
+    const all = [shard(0), shard(1), shard(2), shard(3), chatd(0)];
+    k.tick(0, all, false);
+    allReady(k, all);
+    // Shard 3 deleted: gone at once. Shard 2 reported departed but live again (re-added by a scale): stays.
+    k.departed(3);
+    k.departed(2);
+    const without3 = [shard(0), shard(1), shard(2, 888), chatd(0)];
+    k.report(shardMtype(2), 888, { epoch: 1, members: [[0, 3]], ready: true });
+    const c = k.tick(100, without3, false)!;
+    expect(c.removed).to.deep.equal([3]);
+    expect(c.view.members).to.deep.equal([0, 1, 2]);
+    // A non-member's departure is ignored.
+    k.departed(7);
+    expect((k.status(200, without3) as { departed: number[] }).departed).to.deep.equal([]);
+  });
+
   it('no new epoch before the current one settled: every live process at it, its incarnation, ready', () => {
     const k = new EpochKeeper(2, { goneMs: GONE, quietMs: QUIET });
     const live = [shard(0), shard(1), chatd(0)];

@@ -160,6 +160,30 @@ describe('gc - processes of other hosts (docs/multi-host.md)', function () {
       expect(rig.collector.supervisorEvent({ event: 'exit', mtype: s1.mtype, at: Date.now() + 10 })).to.include({ reason: 'pm2', local: true });
     });
 
+    it('pm2 - this host\'s PM2 deleting a shard instance does not remove another host\'s shard of that index from the membership', async () => {
+      rig = makeRig({ shards: 2, deadAfterMs: 100, hostId: HOST_A, shardGoneMs: 60_000, reshardQuietMs: 50 });
+      const s0 = rig.shard(0);
+      const s1 = remoteShard(1, HOST_B);
+      const c = rig.chatd(0);
+      const beat = async (peers: [Peer, 'chatd' | 'channeld', number][]): Promise<void> => {
+        for (const [p, role, index] of peers) await p.heartbeat(role, index, p.pid, { view: { epoch: 1, members: [[0, 1]] }, ready: true });
+      };
+      await beat([[s0, 'channeld', 0], [s1, 'channeld', 1], [c, 'chatd', 0]]);
+      await s1.close();
+      await waitFor(() => {
+        void beat([[s0, 'channeld', 0], [c, 'chatd', 0]]);
+        return rig.collector.table.vacancy(s1.mtype) !== undefined;
+      }, 3000, 20, 'remote shard 1 dead by silence');
+      rig.collector.shardDeparted(1); // as if this host's PM2 had deleted its channeld instance 1
+      const until = Date.now() + 400;
+      while (Date.now() < until) {
+        await beat([[s0, 'channeld', 0], [c, 'chatd', 0]]);
+        await sleep(20);
+      }
+      expect(rig.collector.epochs.view?.epoch).to.equal(1);
+      expect(rig.collector.epochs.view?.members).to.deep.equal([0, 1]);
+    });
+
     it('incarnations - another host claiming a held mtype is refused while the holder heartbeats, admitted once it is silent; a restart on the holder\'s own host at once', async () => {
       rig = makeRig({ shards: 2, deadAfterMs: 200, hostId: HOST_A, timings: { tickMs: 60_000 } });
       // One receiver per mtype on the shared local queue: each peer is closed before the next speaks.

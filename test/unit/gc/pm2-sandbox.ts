@@ -6,6 +6,7 @@ interface AdminApi {
   connect(cb: (e: Error | null) => void): void;
   start(options: object, cb: (e: Error | null) => void): void;
   stop(name: string | number, cb: (e: Error | null) => void): void;
+  delete(name: string | number, cb: (e: Error | null) => void): void;
   killDaemon(cb: () => void): void;
   disconnect(): void;
 }
@@ -15,6 +16,8 @@ export interface Pm2Sandbox {
   readonly home: string;
   start(name: string, instances: number): Promise<void>;
   stop(nameOrId: string | number): Promise<void>;
+  /** `pm2 delete`: what `pm2 scale` down does to the processes it removes. */
+  delete(nameOrId: string | number): Promise<void>;
   /** Kills the daemon (and its apps) and removes the home. Safe to call after a failed create. */
   destroy(): Promise<void>;
 }
@@ -62,6 +65,7 @@ export async function createPm2Sandbox(): Promise<Pm2Sandbox> {
     start: (name, instances) =>
       cb2p((cb) => api!.start({ name, script, instances, exec_mode: 'fork', autorestart: false }, cb)),
     stop: (nameOrId) => cb2p((cb) => api!.stop(nameOrId, cb)),
+    delete: (nameOrId) => cb2p((cb) => api!.delete(nameOrId, cb)),
     destroy,
   };
 }

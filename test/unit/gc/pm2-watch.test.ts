@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SupervisorEvent } from '../../../src/gc/collector';
 import { connectPm2, pm2DaemonReachable } from '../../../src/runtime/pm2-client';
-import { Pm2Watch, mtypeForApp, toSupervisorEvent } from '../../../src/gc/pm2-watch';
+import { DEPARTURE_CHECKS_MS, Pm2Watch, mtypeForApp, shardDeparted, toSupervisorEvent } from '../../../src/gc/pm2-watch';
 import { chatdMtype, shardMtype } from '../../../src/ipc';
 import { waitFor } from '../../helpers/wait';
 import { linesWith, sinkLogger } from './gc-rig';
@@ -32,6 +32,18 @@ describe('gc pm2 watch', function () {
     expect(toSupervisorEvent({ event: 'exit', process: { name: 'gc' } })).to.equal(undefined);
     expect(toSupervisorEvent(null)).to.equal(undefined);
     expect(toSupervisorEvent('exit')).to.equal(undefined);
+  });
+
+  it('departure - a shard instance PM2 no longer lists is gone for good; listed in any state, it is not', () => {
+    const list = [
+      { name: 'channeld', instance: 0 },
+      { name: 'channeld', instance: 2 },
+      { name: 'chatd', instance: 1 },
+    ];
+    expect(shardDeparted(list, 0)).to.equal(false);
+    expect(shardDeparted(list, 1)).to.equal(true); // chatd 1 is another app
+    expect(shardDeparted(list, 2)).to.equal(false);
+    expect(shardDeparted([], 0)).to.equal(true);
   });
 
   it('absent - not started by PM2: one info line, state absent', async () => {
@@ -101,6 +113,39 @@ describe('gc pm2 watch', function () {
         const ev = events.find((e) => e.event === 'exit')!;
         expect(ev.mtype).to.equal(shardMtype(1));
         expect(ev.at).to.be.a('number');
+      } finally {
+        await w.stop();
+      }
+    });
+
+    it('departure - a shard deleted from PM2 (pm2 scale down) is reported; one that crashed (still listed) is not', async () => {
+      const { log } = sinkLogger();
+      const departed: number[] = [];
+      const exits: SupervisorEvent[] = [];
+      const w = new Pm2Watch(log, (ev) => exits.push(ev), { pm_id: '9', PM2_HOME: home }, (shard) => departed.push(shard));
+      try {
+        expect(await w.start()).to.equal('watching');
+        await sandbox!.start('channeld', 2); // starts again the app's stopped processes (instance 1 was killed above)
+        const client = await connectPm2(home);
+        let list = await client!.list();
+        for (let i = 0; i < 50 && !list.every((p) => p.status === 'online'); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          list = await client!.list();
+        }
+        client!.disconnect();
+        expect(list.map((p) => [p.name, p.instance, p.status])).to.deep.equal([
+          ['channeld', 0, 'online'],
+          ['channeld', 1, 'online'],
+        ]);
+        const crashed = list[0]!;
+        const deleted = list[1]!;
+        process.kill(crashed.pid, 'SIGKILL'); // autorestart is off: it stays listed, stopped
+        await sandbox!.delete(deleted.pmId);
+        await waitFor(() => departed.length > 0, 5000, 10, 'departure');
+        // Long enough for every check of the crashed one too.
+        await new Promise((r) => setTimeout(r, DEPARTURE_CHECKS_MS[DEPARTURE_CHECKS_MS.length - 1]! + 300));
+        expect(departed).to.deep.equal([1]);
+        expect(exits.map((e) => e.mtype)).to.include.members([shardMtype(0), shardMtype(1)]);
       } finally {
         await w.stop();
       }
