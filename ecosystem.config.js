@@ -60,30 +60,49 @@ const common = {
     CLUSTER_NAME: config.clusterName,
     STATUS_HOST: config.statusHost,
     STATUS_PORT: String(config.statusPort),
+    // Which apps this host runs, where its shard indexes start, and its name in heartbeats
+    // (docs/multi-host.md): the collector checks pids and PM2 events only for its own host.
+    HOST_ROLE: config.hostRole,
+    SHARD_BASE: String(config.shardBase),
+    HOST_ID: config.hostId,
   },
 };
 
+// HOST_ROLE (docs/multi-host.md): `all` runs everything here (the default, one host);
+// `front` runs chatD, gc and the status app; `shards` runs only the shards, at indexes
+// SHARD_BASE .. SHARD_BASE + CHANNELD_SHARDS - 1. Several hosts talk over NATS only.
+const front = config.hostRole !== 'shards';
+const shards = config.hostRole !== 'front';
+
 module.exports = {
   apps: [
-    { ...common, name: 'gc', script: path.join(__dirname, 'dist/src/gc/main.js'), instances: 1 },
-    {
-      ...common,
-      name: 'channeld',
-      script: path.join(__dirname, 'dist/src/channeld/main.js'),
-      instances: config.shards,
-      instance_var: 'NODE_APP_INSTANCE',
-    },
-    {
-      ...common,
-      name: 'chatd',
-      script: path.join(__dirname, 'dist/src/chatd/main.js'),
-      instances: 1,
-      // A stopping chatD answers what it has read, closes every connection, then waits for the
-      // removals (ChatdServer.stopBudgetMs: 2 x CHATD_REQUEST_TIMEOUT_MS + 5 s, and 1 s of
-      // margin in main.ts): PM2 must not SIGKILL it before (docs/operations.md, "Reload").
-      kill_timeout: config.requestTimeoutMs * 2 + 7000,
-    },
+    ...(front ? [{ ...common, name: 'gc', script: path.join(__dirname, 'dist/src/gc/main.js'), instances: 1 }] : []),
+    ...(shards
+      ? [
+          {
+            ...common,
+            name: 'channeld',
+            script: path.join(__dirname, 'dist/src/channeld/main.js'),
+            instances: config.shards,
+            instance_var: 'NODE_APP_INSTANCE',
+          },
+        ]
+      : []),
+    ...(front
+      ? [
+          {
+            ...common,
+            name: 'chatd',
+            script: path.join(__dirname, 'dist/src/chatd/main.js'),
+            instances: 1,
+            // A stopping chatD answers what it has read, closes every connection, then waits for the
+            // removals (ChatdServer.stopBudgetMs: 2 x CHATD_REQUEST_TIMEOUT_MS + 5 s, and 1 s of
+            // margin in main.ts): PM2 must not SIGKILL it before (docs/operations.md, "Reload").
+            kill_timeout: config.requestTimeoutMs * 2 + 7000,
+          },
+        ]
+      : []),
     // /metrics and the live status page (docs/status.md); STATUS_PORT=0 leaves it out.
-    ...(config.statusPort > 0 ? [{ ...common, name: 'status', script: path.join(__dirname, 'dist/src/status/main.js'), instances: 1 }] : []),
+    ...(front && config.statusPort > 0 ? [{ ...common, name: 'status', script: path.join(__dirname, 'dist/src/status/main.js'), instances: 1 }] : []),
   ],
 };

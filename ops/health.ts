@@ -62,6 +62,11 @@ export function targets(config: Pick<Config, 'shards'>, members?: readonly numbe
   return [...shards.map(shardTarget), { label: 'chatd', mtype: chatdMtype(0) }];
 }
 
+/** A shard host's own shards (HOST_ROLE=shards, docs/multi-host.md): SHARD_BASE onwards. */
+export function hostShardTargets(config: Pick<Config, 'shards' | 'shardBase'>): Target[] {
+  return Array.from({ length: config.shards }, (_, i) => shardTarget(config.shardBase + i));
+}
+
 /** The members of the collector's current epoch in its STATUS, when it names them. */
 export function epochMembers(gcStatus: Record<string, unknown> | undefined): number[] | undefined {
   const epoch = gcStatus?.epoch;
@@ -111,6 +116,8 @@ async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs
     }
   };
   try {
+    // A shard host answers for its own shards only: the collector and chatD run elsewhere.
+    if (config.hostRole === 'shards') return await Promise.all(hostShardTargets(config).map(ask));
     // The collector first: its membership epoch names the shards that must answer.
     const gc = await ask({ label: 'gc', mtype: MTYPE_GC });
     return [gc, ...(await Promise.all(targets(config, epochMembers(gc.status)).map(ask)))];
@@ -128,8 +135,11 @@ async function askStatus(queue: SysvQueue | undefined, config: Config, timeoutMs
   }
 }
 
-/** Problems seen through PM2: no daemon, missing apps, processes not online. */
-async function pm2Problems(shards: number): Promise<string[]> {
+/**
+ * Problems seen through PM2: no daemon, missing apps, processes not online. The apps are those
+ * of this host's HOST_ROLE (docs/multi-host.md): a front host runs no shard, a shard host only shards.
+ */
+async function pm2Problems(shards: number, role: Config['hostRole'] = 'all'): Promise<string[]> {
   const home = pm2Home();
   let client;
   try {
@@ -141,7 +151,9 @@ async function pm2Problems(shards: number): Promise<string[]> {
   try {
     const list = await client.list();
     const problems: string[] = [];
-    const expected: [string, number][] = [[APP_NAMES.chatd, 1], [APP_NAMES.channeld, shards], [APP_NAMES.gc, 1]];
+    const expected = ([[APP_NAMES.chatd, 1], [APP_NAMES.channeld, shards], [APP_NAMES.gc, 1]] as [string, number][]).filter(
+      ([name]) => (name === APP_NAMES.channeld ? role !== 'front' : role !== 'shards'),
+    );
     for (const [name, count] of expected) {
       const procs = list.filter((p) => p.name === name);
       if (procs.length === 0) problems.push(`pm2: no ${name} app`);
@@ -165,11 +177,14 @@ async function main(argv: readonly string[]): Promise<number> {
   let queueInfo: Record<string, unknown> | undefined;
   let answers: Answer[] = [];
   let queue: SysvQueue | undefined;
-  try {
-    queue = openExisting(config);
-  } catch (err) {
-    if (!(err instanceof ToolError)) throw err;
-    problems.push(err.message.startsWith('refusing queue') ? `queue refused: ${err.message}` : `queue missing: ${err.message}`);
+  // A shard host (HOST_ROLE=shards) talks over NATS only: it has no host queue to check.
+  if (config.hostRole !== 'shards') {
+    try {
+      queue = openExisting(config);
+    } catch (err) {
+      if (!(err instanceof ToolError)) throw err;
+      problems.push(err.message.startsWith('refusing queue') ? `queue refused: ${err.message}` : `queue missing: ${err.message}`);
+    }
   }
   if (queue) {
     const s = queue.stat();
@@ -190,7 +205,7 @@ async function main(argv: readonly string[]): Promise<number> {
     for (const a of answers) if (a.problem) problems.push(a.problem);
   }
   const shardsAsked = answers.filter((a) => a.label.startsWith('channeld')).length || config.shards;
-  if (args.pm2) problems.push(...(await pm2Problems(shardsAsked)));
+  if (args.pm2) problems.push(...(await pm2Problems(config.hostRole === 'shards' ? config.shards : shardsAsked, config.hostRole)));
   const healthy = problems.length === 0;
   if (args.json) {
     process.stdout.write(
@@ -199,9 +214,9 @@ async function main(argv: readonly string[]): Promise<number> {
   } else if (healthy) {
     const slowest = Math.max(0, ...answers.map((a) => a.ms));
     const fill = ((queueInfo?.fill as number) * 100).toFixed(1);
-    process.stdout.write(
-      `healthy: queue ${hexKey(config.mqKey)} ${fill}% full; gc, ${shardsAsked} shard(s) and chatd answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`,
-    );
+    const who = config.hostRole === 'shards' ? `this host's ${config.shards} shard(s) (from ${config.shardBase})` : `gc, ${shardsAsked} shard(s) and chatd`;
+    const q = queueInfo ? `queue ${hexKey(config.mqKey)} ${fill}% full; ` : '';
+    process.stdout.write(`healthy: ${q}${who} answered STATUS (slowest ${slowest} ms)${args.pm2 ? '; pm2 apps online' : ''}\n`);
   } else {
     process.stdout.write(problems.map((p) => `unhealthy: ${p}\n`).join(''));
   }

@@ -1,4 +1,5 @@
 import Ajv from 'ajv';
+import { hostname } from 'node:os';
 import { ConfigError } from './errors';
 import { parseNatsUrls } from './ipc/nats/nats-url';
 import { loadSchema } from './schemas';
@@ -53,6 +54,25 @@ export interface Config {
   readonly statusHost: string;
   /** Its port; 0 disables the status app (ecosystem.config.js then leaves it out). */
   readonly statusPort: number;
+  /**
+   * What this host runs (docs/multi-host.md): `all` (chatD, gc, status and the shards: one
+   * host, as always), `front` (chatD, gc, status) or `shards` (channelD only). `front` and
+   * `shards` need TRANSPORT=nats.
+   */
+  readonly hostRole: 'all' | 'front' | 'shards';
+  /** First shard index of this host (HOST_ROLE=shards): shard = SHARD_BASE + NODE_APP_INSTANCE. */
+  readonly shardBase: number;
+  /**
+   * This host's name in heartbeats and HELLOs: the collector checks pids and listens to PM2
+   * only for processes of its own host (default: os.hostname(), made safe).
+   */
+  readonly hostId: string;
+}
+
+/** HOST_ID when none is set: the hostname, cut to the characters and length HOST_ID allows. */
+export function defaultHostId(name: string = hostname()): string {
+  const safe = name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  return safe === '' ? 'localhost' : safe;
 }
 
 export const CONFIG_VARIABLES = Object.freeze(Object.keys(loadSchema('config.json').properties as object));
@@ -105,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   } catch (err) {
     problems.push(`NATS_URL=${JSON.stringify(env.NATS_URL ?? '')}: ${(err as Error).message}`);
   }
+  if (problems.length === 0) problems.push(...roleProblems(raw));
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`, problems);
   }
@@ -140,5 +161,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clusterName: raw.CLUSTER_NAME as string,
     statusHost: raw.STATUS_HOST as string,
     statusPort: raw.STATUS_PORT as number,
+    hostRole: raw.HOST_ROLE as Config['hostRole'],
+    shardBase: raw.SHARD_BASE as number,
+    hostId: (raw.HOST_ID as string | undefined) ?? defaultHostId(),
   });
+}
+
+/**
+ * The combinations of HOST_ROLE, SHARD_BASE and TRANSPORT that make sense (docs/multi-host.md):
+ * a SysV queue never leaves its host, so only HOST_ROLE=all runs on it; SHARD_BASE places the
+ * shards of a shard host, and the last of them must stay below 900.
+ */
+function roleProblems(raw: Record<string, unknown>): string[] {
+  const role = raw.HOST_ROLE as string;
+  const base = raw.SHARD_BASE as number;
+  const shards = raw.CHANNELD_SHARDS as number;
+  const out: string[] = [];
+  if (role !== 'all' && raw.TRANSPORT !== 'nats') {
+    out.push(`HOST_ROLE=${JSON.stringify(role)}: several hosts need TRANSPORT=nats (a SysV queue never leaves its host); TRANSPORT is ${JSON.stringify(raw.TRANSPORT)}`);
+  }
+  if (base !== 0 && role !== 'shards') {
+    out.push(`SHARD_BASE=${base}: only a shard host places its shards (HOST_ROLE=shards); HOST_ROLE is ${JSON.stringify(role)}`);
+  }
+  if (role === 'shards' && base + shards > 900) {
+    out.push(`SHARD_BASE=${base}: with CHANNELD_SHARDS=${shards} the last shard index would be ${base + shards - 1}; shard indexes stop at 899`);
+  }
+  return out;
 }

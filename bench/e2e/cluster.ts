@@ -30,6 +30,17 @@ export interface ClusterProcess {
   restarts: number;
 }
 
+/**
+ * A cluster of one "host" of several (BENCH_HOSTS, docs/multi-host.md): its pm2 commands run
+ * under `wrap` (`ip netns exec NS unshare --ipc --`, test/helpers/netns.ts), it runs the apps of
+ * `role`, clients reach chatD at `connectHost`, and its queue lives in its own IPC namespace.
+ */
+export interface BenchHost {
+  wrap: string[];
+  role: 'front' | 'shards';
+  connectHost: string;
+}
+
 export class BenchCluster {
   readonly home: string;
   readonly mqKey: number;
@@ -44,6 +55,7 @@ export class BenchCluster {
     readonly shards: number,
     readonly extraEnv: Record<string, string>,
     readonly label = `cluster-${shards}`,
+    readonly host?: BenchHost,
   ) {
     if (!existsSync(join(root, 'ecosystem.config.js'))) throw new Error(`${root}: no ecosystem.config.js (BENCH_CLUSTER_ROOT must be a chatd-cluster checkout)`);
     if (!existsSync(join(root, 'dist', 'src', 'chatd', 'main.js'))) throw new Error(`${root}: no dist/ (run npm run build there first)`);
@@ -69,12 +81,17 @@ export class BenchCluster {
 
   async start(timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    await this.launch();
+    await this.waitOnline(deadline);
+    if (this.host?.role !== 'shards') await this.waitServing(deadline);
+  }
+
+  /** `pm2 start` only (a host of several: the others start meanwhile). */
+  async launch(): Promise<void> {
     this.port = await freePort();
     const r = await this.pm2(['start', join(this.root, 'ecosystem.config.js')], 60_000);
     this.daemonPid = this.readDaemonPid();
     if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
-    await this.waitOnline(deadline);
-    await this.waitServing(deadline);
   }
 
   /** Every process of the cluster: the PM2 daemon first, then every app from `pm2 jlist`. */
@@ -103,7 +120,8 @@ export class BenchCluster {
   }
 
   pm2(args: string[], timeoutMs = 20_000): Promise<CommandResult> {
-    return runCommand(this.pm2Bin, args, { cwd: this.root, env: this.processEnv(), timeoutMs });
+    const [bin, ...rest] = [...(this.host?.wrap ?? []), this.pm2Bin, ...args];
+    return runCommand(bin!, rest, { cwd: this.root, env: this.processEnv(), timeoutMs });
   }
 
   /** Tail of the PM2 logs, for a failed start. */
@@ -148,7 +166,8 @@ export class BenchCluster {
     if (this.stopped) return;
     const daemon = this.daemonPid ?? this.readDaemonPid();
     if (daemon !== undefined && isAlive(daemon)) {
-      spawnSync(this.pm2Bin, ['kill'], { cwd: this.root, env: this.processEnv(), timeout: 15_000, stdio: 'ignore' });
+      const [bin, ...rest] = [...(this.host?.wrap ?? []), this.pm2Bin, 'kill'];
+      spawnSync(bin!, rest, { cwd: this.root, env: this.processEnv(), timeout: 15_000, stdio: 'ignore' });
     }
     this.finish([]);
   }
@@ -163,7 +182,8 @@ export class BenchCluster {
       }
     }
     try {
-      removeQueueByKey(this.mqKey);
+      // A host of several has its queue in its own IPC namespace: gone with its processes.
+      if (!this.host) removeQueueByKey(this.mqKey);
     } catch (err) {
       notes.push(`queue 0x${this.mqKey.toString(16)}: ${(err as Error).message}`);
     }
@@ -195,12 +215,12 @@ export class BenchCluster {
     for (const name of Object.keys(env)) {
       if (name.startsWith('PM2_') || name.startsWith('CHATD_') || name.startsWith('MQ_') || name === 'pm_id' || name === 'NODE_APP_INSTANCE') delete env[name];
     }
-    for (const name of ['CHANNELD_SHARDS', 'CHANNELS', 'HEARTBEAT_MS', 'DEAD_AFTER_MS', 'SHARD_RECOVERY_MS', 'LOG_LEVEL', 'TRANSPORT', 'NATS_URL', 'CLUSTER_NAME']) delete env[name];
+    for (const name of ['CHANNELD_SHARDS', 'CHANNELS', 'HEARTBEAT_MS', 'DEAD_AFTER_MS', 'SHARD_RECOVERY_MS', 'LOG_LEVEL', 'TRANSPORT', 'NATS_URL', 'CLUSTER_NAME', 'HOST_ROLE', 'SHARD_BASE', 'HOST_ID']) delete env[name];
     return { ...env, ...this.env(), PM2_HOME: this.home };
   }
 
-  private async waitOnline(deadline: number): Promise<void> {
-    const expected = 2 + this.shards;
+  async waitOnline(deadline: number): Promise<void> {
+    const expected = this.host?.role === 'front' ? 2 : this.host?.role === 'shards' ? this.shards : 2 + this.shards;
     for (;;) {
       const list = await this.jlist();
       const online = list.filter((p) => p.status === 'online' && p.pid > 0);
@@ -212,7 +232,7 @@ export class BenchCluster {
   }
 
   /** chatD answers ping, a probe character logs in, and every shard answers a find. */
-  private async waitServing(deadline: number): Promise<void> {
+  async waitServing(deadline: number): Promise<void> {
     let last = 'nothing tried';
     const probeName = `probe${process.pid}x${Math.floor(Math.random() * 1e6)}`;
     const names = namesPerShard(this.shards, 'nobody');
@@ -222,7 +242,7 @@ export class BenchCluster {
         if (Date.now() > deadline) throw new Error(`${this.label}: not serving in time: ${last}\n${this.logs()}`);
         try {
           if (!probe || probe.isClosed) {
-            probe = await ChatClient.connect(this.port, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+            probe = await ChatClient.connect(this.port, { host: this.host?.connectHost ?? '127.0.0.1', connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
             const login = await probe.request({ op: 'login', name: probeName, channel: 1 });
             if (login.ok !== true) {
               await probe.destroy();

@@ -11,6 +11,12 @@
  *   cluster-nats  with BENCH_NATS=1: the same cluster with TRANSPORT=nats, on a nats-server
  *            (scripts/setup-nats.sh installs it) started for it on a free port; the server's
  *            CPU and memory count as the cluster's (it is a process the cluster needs).
+ *   cluster-hosts  with BENCH_HOSTS=1 (root, iproute2): the same cluster over NATS across three
+ *            "hosts" made of network namespaces joined by veth links (test/helpers/netns.ts):
+ *            chatD, gc and the nats-server on host A, the shards split over hosts B and C
+ *            (docs/multi-host.md). Its load generator runs on host A too, so the clients reach
+ *            chatD as in cluster-nats (loopback): what differs is the shards' hop across the
+ *            links. Every process of the three hosts counts as the cluster's.
  *   single   single-server.ts: one process, the directory in a Map. The ceiling.
  *   fork     fork-front.ts: a front and 4 child_process.fork shards, batched per turn.
  *
@@ -20,7 +26,7 @@
  *
  * Environment: BENCH_ROUNDS (3), BENCH_QUICK=1 (short windows, 1 round), BENCH_ONLY=<regex>
  * over "server/scenario", BENCH_RESULTS (bench/results/e2e-latest.json), BENCH_CLUSTER_ROOT,
- * BENCH_CLUSTER_SHARDS (4), BENCH_NATS=1 (adds cluster-nats), BENCH_SHARDS=1,2,4,8 (shard-scaling mode: the cluster's pipelined
+ * BENCH_CLUSTER_SHARDS (4), BENCH_NATS=1 (adds cluster-nats), BENCH_HOSTS=1 (adds cluster-hosts), BENCH_SHARDS=1,2,4,8 (shard-scaling mode: the cluster's pipelined
  * scenario at each shard count, nothing else).
  *
  * Cleanup on any way out (normal end, failure, SIGINT/SIGTERM/SIGHUP, uncaught exception):
@@ -33,6 +39,7 @@ import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { BENCH_ROOT, BenchCluster, isAlive } from './cluster';
 import { NatsServer } from '../../test/helpers/nats-server';
+import { NetnsLab, netnsUnavailable } from '../../test/helpers/netns';
 import { rssKb } from './procfs';
 import type { Character, LoadCommand, LoadReport, Query, RunResult, ScenarioSpec } from './types';
 import type { ServerReport } from './proto';
@@ -47,6 +54,8 @@ const BASELINE_ROOT = process.env.BENCH_BASELINE_ROOT ? resolve(process.env.BENC
 const CLUSTER_SHARDS = Number(process.env.BENCH_CLUSTER_SHARDS ?? 4) || 4;
 /** Adds the server `cluster-nats`: the cluster with TRANSPORT=nats, beside the SysV one. */
 const WITH_NATS = process.env.BENCH_NATS === '1';
+/** Adds the server `cluster-hosts`: the NATS cluster across three network-namespace hosts. */
+const WITH_HOSTS = process.env.BENCH_HOSTS === '1';
 const SCALING = process.env.BENCH_SHARDS
   ? process.env.BENCH_SHARDS.split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n >= 1 && n <= 64)
   : undefined;
@@ -86,6 +95,7 @@ const LOAD_CONNS = Math.max(...SCENARIOS.map((s) => s.conns));
 const children = new Set<ChildProcess>();
 const extraPids = new Set<number>();
 const clusters = new Set<BenchCluster>();
+const labs = new Set<NetnsLab>();
 
 function killEverythingSync(): void {
   for (const c of children) {
@@ -110,6 +120,8 @@ function killEverythingSync(): void {
     }
   }
   clusters.clear();
+  for (const lab of labs) lab.destroy();
+  labs.clear();
 }
 process.on('exit', killEverythingSync);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
@@ -169,6 +181,8 @@ interface ServerUnderTest {
   rssEnd?: Record<string, number>;
   setupMs?: number;
   cluster?: BenchCluster;
+  /** The network namespace its load generator runs in (cluster-hosts: host A). */
+  loadgenNs?: string;
   notes: string[];
 }
 
@@ -194,6 +208,7 @@ async function startServer(name: string): Promise<ServerUnderTest> {
     const labels = name === 'single' ? ['single'] : ['front', ...report.pids.slice(1).map((_, i) => `shard${i}`)];
     return { name, port: report.port, pids: async () => ({ pids: report.pids, labels }), notes: [] };
   }
+  if (name === 'cluster-hosts') return startHosts();
   const shards = name === 'cluster' || name === 'cluster-before' || name === 'cluster-nats' ? CLUSTER_SHARDS : Number(/^cluster-s(\d+)$/.exec(name)![1]);
   let nats: NatsServer | undefined;
   let env = CLUSTER_ENV;
@@ -225,6 +240,61 @@ async function startServer(name: string): Promise<ServerUnderTest> {
   };
 }
 
+/**
+ * cluster-hosts: host A (chatD, gc, nats-server) and shard hosts B and C, each its own network
+ * and IPC namespace and PM2 (docs/multi-host.md); CLUSTER_SHARDS split between B and C.
+ */
+async function startHosts(): Promise<ServerUnderTest> {
+  const why = netnsUnavailable();
+  if (why) throw new Error(`cluster-hosts (BENCH_HOSTS=1): ${why}`);
+  const lab = NetnsLab.create(['a', 'b', 'c']);
+  labs.add(lab);
+  const a = lab.host('a');
+  const nats = await NatsServer.start({ host: a.address, wrap: lab.wrap('a') });
+  if (nats.pid !== undefined) extraPids.add(nats.pid);
+  const common = { ...CLUSTER_ENV, TRANSPORT: 'nats', NATS_URL: nats.url, CLUSTER_NAME: `bench${process.pid}` };
+  const onB = Math.ceil(CLUSTER_SHARDS / 2);
+  const hosts = [
+    new BenchCluster(CLUSTER_ROOT, onB, { ...common, HOST_ROLE: 'shards', HOST_ID: 'host-b', SHARD_BASE: '0' }, 'hosts-b', { wrap: lab.wrap('b'), role: 'shards', connectHost: lab.host('b').address }),
+    new BenchCluster(CLUSTER_ROOT, CLUSTER_SHARDS - onB, { ...common, HOST_ROLE: 'shards', HOST_ID: 'host-c', SHARD_BASE: String(onB) }, 'hosts-c', { wrap: lab.wrap('c'), role: 'shards', connectHost: lab.host('c').address }),
+  ].filter((c) => c.shards > 0);
+  // chatD on every address of host A: the load generator (on A) uses loopback, the starter (here) A's link address.
+  const front = new BenchCluster(CLUSTER_ROOT, CLUSTER_SHARDS, { ...common, HOST_ROLE: 'front', HOST_ID: 'host-a', CHATD_HOST: '0.0.0.0' }, 'hosts-a', { wrap: lab.wrap('a'), role: 'front', connectHost: a.address });
+  for (const c of [...hosts, front]) clusters.add(c);
+  const deadline = Date.now() + 120_000;
+  // The shard hosts first: the collector's first membership then takes them all (docs/multi-host.md).
+  const launching = hosts.map((c) => c.launch());
+  await new Promise((r) => setTimeout(r, 500));
+  await front.launch();
+  await Promise.all(launching);
+  await Promise.all([...hosts, front].map((c) => c.waitOnline(deadline)));
+  await front.waitServing(deadline);
+  const natsPid = nats.pid;
+  return {
+    name: 'cluster-hosts',
+    port: front.port,
+    cluster: front,
+    loadgenNs: a.ns,
+    notes: [],
+    pids: async () => {
+      const pids: number[] = [];
+      const labels: string[] = [];
+      for (const [host, c] of [['a', front], ['b', hosts[0]], ['c', hosts[1]]] as const) {
+        if (!c) continue;
+        const { daemon, apps } = await c.pids();
+        const sorted = [...apps].sort((x, y) => x.name.localeCompare(y.name) || x.instance - y.instance);
+        pids.push(daemon, ...sorted.map((x) => x.pid));
+        labels.push(`${host}:pm2-daemon`, ...sorted.map((x) => `${host}:${x.name}${x.name === 'channeld' ? Number(c === hosts[1] ? onB : 0) + x.instance : ''}`));
+      }
+      if (natsPid !== undefined) {
+        pids.push(natsPid);
+        labels.push('a:nats-server');
+      }
+      return { pids, labels };
+    },
+  };
+}
+
 function rssOf(p: { pids: number[]; labels: string[] }): Record<string, number> {
   const out: Record<string, number> = {};
   p.pids.forEach((pid, i) => (out[`${p.labels[i]}`] = rssKb(pid)));
@@ -232,7 +302,9 @@ function rssOf(p: { pids: number[]; labels: string[] }): Record<string, number> 
 }
 
 function startLoadgen(s: ServerUnderTest): ChildProcess {
-  const child = fork(join(__dirname, 'loadgen.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // On a namespace host (cluster-hosts), through `ip netns exec`, which execs node with the IPC channel's descriptor.
+  const inNs = s.loadgenNs ? { execPath: 'ip', execArgv: ['netns', 'exec', s.loadgenNs, process.execPath] } : {};
+  const child = fork(join(__dirname, 'loadgen.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...inNs });
   children.add(child);
   child.on('exit', (code, signal) => {
     if (!shuttingDown) console.error(`bench:e2e: load generator of ${s.name} exited (${code ?? signal})`);
@@ -297,7 +369,7 @@ function table(rows: string[][]): string {
 
 async function main(): Promise<number> {
   const started = new Date();
-  const serverNames = SCALING ? SCALING.map((n) => `cluster-s${n}`) : ['cluster', ...(WITH_NATS ? ['cluster-nats'] : []), ...(BASELINE_ROOT ? ['cluster-before'] : []), 'single', 'fork'];
+  const serverNames = SCALING ? SCALING.map((n) => `cluster-s${n}`) : ['cluster', ...(WITH_NATS ? ['cluster-nats'] : []), ...(WITH_HOSTS ? ['cluster-hosts'] : []), ...(BASELINE_ROOT ? ['cluster-before'] : []), 'single', 'fork'];
   const selected = (server: string, sc: string): boolean => !ONLY || ONLY.test(`${server}/${sc}`);
   const servers = serverNames.filter((s) => SCENARIOS.some((sc) => selected(s, sc.name)));
   if (servers.length === 0) throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY} selects nothing (names are server/scenario, e.g. cluster/pipelined)`);
@@ -482,6 +554,16 @@ async function main(): Promise<number> {
         lines.push([`${sc}: cluster-nats/cluster p50`, fmt2(ratio(`${sc}.nats/sysv.p50`, na(sc)?.p50.median, c(sc)?.p50.median))]);
       }
     }
+    if (WITH_HOSTS) {
+      const ho = (sc: string) => get('cluster-hosts', sc);
+      const base = WITH_NATS ? 'cluster-nats' : 'cluster';
+      const b = (sc: string) => get(base, sc);
+      for (const sc of ['pipelined', 'chat-pipelined', 'conc50', 'single']) {
+        lines.push([`${sc}: cluster-hosts/${base} req/s`, fmt2(ratio(`${sc}.hosts/${base}.reqPerSec`, ho(sc)?.rate.median, b(sc)?.rate.median))]);
+        lines.push([`${sc}: cluster-hosts/${base} CPU per request`, fmt2(ratio(`${sc}.hosts/${base}.cpuUsPerReq`, ho(sc)?.cpu.median, b(sc)?.cpu.median))]);
+        lines.push([`${sc}: cluster-hosts/${base} p50`, fmt2(ratio(`${sc}.hosts/${base}.p50`, ho(sc)?.p50.median, b(sc)?.p50.median))]);
+      }
+    }
     lines.push(['single (idle): p50 cluster/fork', fmt2(ratio('single.cluster/fork.p50', c('single')?.p50.median, fo('single')?.p50.median))]);
     lines.push(['conc50: p50 cluster/fork', fmt2(ratio('conc50.cluster/fork.p50', c('conc50')?.p50.median, fo('conc50')?.p50.median))]);
     lines.push(['conc50: p99 cluster/fork', fmt2(ratio('conc50.cluster/fork.p99', c('conc50')?.p99.median, fo('conc50')?.p99.median))]);
@@ -568,6 +650,8 @@ async function cleanup(): Promise<void> {
     clusters.delete(c);
     for (const n of notes) console.error(`cleanup ${c.label}: ${n}`);
   }
+  for (const lab of labs) lab.destroy();
+  labs.clear();
 }
 
 main()

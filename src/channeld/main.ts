@@ -3,7 +3,7 @@ import { MAX_SHARDS, shardMtype } from '../ipc/mtypes';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint } from '../runtime/cluster-endpoint';
 import { Heartbeat } from '../runtime/heartbeat';
-import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { exitFenced, exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { ShardServer } from './shard-server';
 import { publishToPm2 } from '../runtime/pm2-metrics';
 import { channeldPm2 } from './pm2-figures';
@@ -11,16 +11,28 @@ import { join } from 'node:path';
 import { ReplicaWriter, createReplicaMemory } from './directory-replica';
 import type { FindInlineData } from './find-inline';
 
-/** channelD entry point: one process per shard; the shard index comes from PM2's NODE_APP_INSTANCE. */
+/**
+ * The shard index of this process: SHARD_BASE (this host's first index, docs/multi-host.md)
+ * plus PM2's NODE_APP_INSTANCE; undefined when that is not an index below MAX_SHARDS.
+ */
+export function shardIndexOf(shardBase: number, instance: string | undefined): number | undefined {
+  const text = instance ?? '0';
+  if (!/^[0-9]{1,4}$/.test(text)) return undefined;
+  const shard = shardBase + Number(text);
+  return shard < MAX_SHARDS ? shard : undefined;
+}
+
+/** channelD entry point: one process per shard; the shard index is SHARD_BASE + PM2's NODE_APP_INSTANCE. */
 async function main(): Promise<void> {
   const config = loadConfig();
-  const shard = Number.parseInt(process.env.NODE_APP_INSTANCE ?? '0', 10);
+  const index = shardIndexOf(config.shardBase, process.env.NODE_APP_INSTANCE);
+  const shard = index ?? -1;
   const log = createLogger({ app: 'channeld', shard }, { level: config.logLevel });
   exitOnFatal(log);
   // Any index below MAX_SHARDS: `pm2 scale` gives a new process the lowest free one, whatever
   // CHANNELD_SHARDS says; the collector's membership epoch decides what it owns (docs/resharding.md).
-  if (!(Number.isInteger(shard) && shard >= 0 && shard < MAX_SHARDS)) {
-    log.fatal({ shard, max: MAX_SHARDS }, 'shard index out of range (NODE_APP_INSTANCE must be below 900)');
+  if (index === undefined) {
+    log.fatal({ shardBase: config.shardBase, instance: process.env.NODE_APP_INSTANCE, max: MAX_SHARDS }, 'shard index out of range (SHARD_BASE + NODE_APP_INSTANCE must be below 900)');
     process.exit(1);
   }
   log.info({ config }, 'starting');
@@ -40,9 +52,18 @@ async function main(): Promise<void> {
     recoveryMs: config.shardRecoveryMs,
     log,
     askMembership: () => heartbeat?.beatNow(),
+    host: config.hostId,
+    onFenced: () => exitFenced(log),
     ...(replica ? { replica } : {}),
   });
-  heartbeat = new Heartbeat(ce.endpoint, { role: 'channeld', index: shard }, config.heartbeatMs, (m) => server.noteMembership(m), () => server.report());
+  heartbeat = new Heartbeat(
+    ce.endpoint,
+    { role: 'channeld', index: shard, host: config.hostId },
+    config.heartbeatMs,
+    (m) => server.noteMembership(m),
+    () => server.report(),
+    () => exitFenced(log),
+  );
   server.start();
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
   const pm2 = publishToPm2(channeldPm2(server), log);
@@ -58,4 +79,4 @@ async function main(): Promise<void> {
   void server.whenLive().then(() => ready(log, { mtype, incarnation: ce.incarnation, entries: server.directory.size }));
 }
 
-void main();
+if (require.main === module) void main();

@@ -55,6 +55,13 @@ export interface ShardServerOptions {
    * client gets UNAVAILABLE, not TIMEOUT, when the collector is away).
    */
   aheadMs?: number;
+  /** HOST_ID, named in HELLO (docs/multi-host.md); absent: the collector's host. */
+  host?: string;
+  /**
+   * The collector answered a HELLO with FENCED: it declared this incarnation dead (another
+   * host's shard, judged by silence) and will not take it back. The caller exits.
+   */
+  onFenced?: () => void;
 }
 
 /** Requests from unvouched chatD incarnations waiting for the collector's word, at most. */
@@ -194,9 +201,14 @@ export class ShardServer {
     this.helloTimer = undefined;
     if (this.buckets.ready) return;
     this.counters.hellos++;
-    const hello = encodePayload('hello', { shard: this.options.shard });
+    const hello = encodePayload('hello', { shard: this.options.shard, ...(this.options.host !== undefined ? { host: this.options.host } : {}) });
     this.endpoint.request(MTYPE_GC, Kind.HELLO, hello, 300).then(
       (reply) => {
+        if (reply.status === Status.FENCED) {
+          this.log.error({ shard: this.options.shard }, 'the collector declared this shard incarnation dead (fenced): it stops serving');
+          this.options.onFenced?.();
+          return;
+        }
         const r = reply.status === Status.OK ? decodePayload('helloReply', reply.payload) : undefined;
         // No view: a collector that has not decided one (or of an earlier version): ask again.
         if (!r || !r.view) return this.scheduleHello(this.options.helloRetryMs ?? 100);

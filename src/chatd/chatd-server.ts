@@ -41,6 +41,12 @@ export class ChatdServer {
   private refuseLimit = 64;
   readonly frontCounters = { refused: 0, refusedAbruptly: 0, acceptErrors: 0 };
   private acceptErrorLog = { last: 0, suppressed: 0 };
+  /**
+   * Called when the collector fenced this incarnation (declared it dead: its sessions are
+   * purged on the shards, so its clients would read as offline). main.ts exits the process;
+   * its clients reconnect to the new incarnation (docs/multi-host.md).
+   */
+  fencedHandler: (() => void) | undefined;
 
   constructor(
     private readonly config: Config,
@@ -63,13 +69,14 @@ export class ChatdServer {
     this.legacy = new LegacyGateway(transport, this.shards, log);
     this.heartbeat = new Heartbeat(
       endpoint,
-      { role: 'chatd', index },
+      { role: 'chatd', index, host: config.hostId },
       config.heartbeatMs,
       (m) => {
         this.shards.setMembership(m.shards, m.view);
         this.service.noteMembership(m.shards);
       },
       () => this.shards.report(),
+      () => this.onFenced(),
     );
     this.shards.onStrangerReply = () => this.heartbeat.beatNow();
     this.shards.onWrongEpoch = () => this.heartbeat.beatNow();
@@ -194,6 +201,11 @@ export class ChatdServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  private onFenced(): void {
+    this.log.error({ connections: this.connections.size, sessions: this.sessions.size }, 'the collector declared this chatD incarnation dead (fenced): its sessions are purged, it stops serving');
+    this.fencedHandler?.();
   }
 
   /** Connections and the requests they have in flight (a walk over the connections: for reads, not per request). */

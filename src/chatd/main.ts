@@ -2,7 +2,7 @@ import { loadConfig } from '../config';
 import { chatdMtype } from '../ipc/mtypes';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint, openHostQueue } from '../runtime/cluster-endpoint';
-import { exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
+import { exitFenced, exitOnFatal, onShutdown, ready } from '../runtime/lifecycle';
 import { publishToPm2 } from '../runtime/pm2-metrics';
 import { ChatdServer } from './chatd-server';
 import { chatdPm2 } from './pm2-figures';
@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   // The legacy C peers' mtypes 1 and 2 stay on this host's SysV queue whatever carries the cluster.
   const host = openHostQueue(config, log, ce);
   const server = new ChatdServer(config, host.transport, ce.endpoint, log, index);
+  server.fencedHandler = () => exitFenced(log);
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).
   const pm2 = publishToPm2(chatdPm2(server), log);
   onShutdown(

@@ -47,6 +47,12 @@ export const Status = {
    * client sees UNAVAILABLE.
    */
   WRONG_EPOCH: 6,
+  /**
+   * The collector's answer to a HEARTBEAT or HELLO of an incarnation it declared dead and
+   * cannot take back (another host's process, judged by heartbeat silence; docs/multi-host.md):
+   * its state is stale, so the process exits and its supervisor starts a new incarnation.
+   */
+  FENCED: 7,
 } as const;
 export type Status = (typeof Status)[keyof typeof Status];
 

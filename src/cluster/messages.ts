@@ -15,8 +15,12 @@ export interface SyncPayload { entries: [string, number, number][]; last: boolea
  */
 export interface ViewPayload { epoch: number; members: [number, number][]; settled?: boolean }
 /** `view`/`ready`: the epoch the sender is at, and whether it is done with it (resharding.md). */
-export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number; view?: ViewPayload; ready?: boolean }
-export interface HelloPayload { shard: number }
+/**
+ * `host`: the sender's HOST_ID (docs/multi-host.md); the collector checks the pid only of a
+ * process of its own host (absent: the collector's host, as before several hosts).
+ */
+export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number; host?: string; view?: ViewPayload; ready?: boolean }
+export interface HelloPayload { shard: number; host?: string }
 export interface HelloReplyPayload { chatds: [number, number][]; view?: ViewPayload }
 /** `epoch`: the epoch whose ownership the resync is for (absent: the chatD's own). */
 export interface ResyncPayload { shard: number; shardInc: number; epoch?: number }

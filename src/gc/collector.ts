@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import type { Endpoint, ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import type { Logger } from '../log';
-import { ownerOf } from '../ipc/mtypes';
+import { ownerOf, shardMtype } from '../ipc/mtypes';
 import { queueFill } from '../ipc/queue-fill';
 import type { QueueStat } from '../ipc/transport';
 import { uptimeS, type ProcessMetrics } from '../runtime/metrics';
@@ -26,12 +26,21 @@ const GC_KINDS: ReadonlySet<number> = new Set([Kind.HEARTBEAT, Kind.HELLO, Kind.
 
 export interface CollectorOptions {
   endpoint: Endpoint;
-  config: Pick<Config, 'shards' | 'deadAfterMs' | 'heartbeatMs'> & Partial<Pick<Config, 'shardGoneMs' | 'reshardQuietMs'>>;
+  config: Pick<Config, 'shards' | 'deadAfterMs' | 'heartbeatMs'> & Partial<Pick<Config, 'shardGoneMs' | 'reshardQuietMs' | 'hostId'>>;
   log: Logger;
   /** Takes every message of `mtype` off the queue without blocking; returns how many. */
   drain: (mtype: number) => number;
-  /** false only when the pid certainly does not exist (kill(pid, 0) said ESRCH). */
+  /**
+   * false only when the pid certainly does not exist (kill(pid, 0) said ESRCH). Asked only
+   * about processes of this host (config.hostId): another host's pid is never checked here.
+   */
   liveness: (pid: number) => boolean;
+  /**
+   * Whether the collector's own transport is connected (NATS); absent: always. While it is
+   * not, nobody's heartbeats can arrive, so silence counts for nobody until DEAD_AFTER_MS
+   * after it is back (a NATS outage is not every remote process dying).
+   */
+  connected?: () => boolean;
   timings?: Partial<CollectorTimings>;
   now?: () => number;
   /**
@@ -91,7 +100,7 @@ export class Collector {
     this.shards = options.config.shards;
     this.now = options.now ?? Date.now;
     this.timings = { ...defaultTimings(options.config), ...options.timings };
-    this.table = new ProcessTable({ deadAfterMs: options.config.deadAfterMs });
+    this.table = new ProcessTable({ deadAfterMs: options.config.deadAfterMs, ...(options.config.hostId !== undefined ? { localHost: options.config.hostId } : {}) });
     this.epochs = new EpochKeeper(this.shards, { goneMs: options.config.shardGoneMs ?? 5000, quietMs: options.config.reshardQuietMs ?? 1000 });
     this.startedAt = this.now();
     // eslint-disable-next-line @typescript-eslint/no-this-alias
@@ -135,7 +144,12 @@ export class Collector {
         shards: this.shards,
         isMember: (shard) => this.epochs.view?.isMember(shard) ?? shard < this.shards,
         isLive: (mtype) => this.table.get(mtype) !== undefined,
-        isVacant: (mtype) => this.table.vacancy(mtype) !== undefined,
+        // Vacancies of this host's processes only (another host's process had no mailbox here).
+        isVacant: (mtype) => this.table.vacancy(mtype)?.local === true,
+        isRemote: (mtype) => {
+          const holder = this.table.get(mtype) ?? this.table.vacancy(mtype);
+          return holder !== undefined && !holder.local;
+        },
         anyChatdLive: () => this.table.liveChatds().length > 0,
         pidAlive: (pid) => options.liveness(pid),
       },
@@ -181,6 +195,13 @@ export class Collector {
    * as soon as it is not live, without waiting SHARD_GONE_MS (docs/resharding.md).
    */
   shardDeparted(index: number): void {
+    // This host's PM2 speaks for this host's shards only (docs/multi-host.md): an index held,
+    // or last held, by another host's process is not the instance PM2 deleted here.
+    const holder = this.table.get(shardMtype(index)) ?? this.table.vacancy(shardMtype(index));
+    if (holder && !holder.local) {
+      this.warnOnce(`departed-remote:${index}:${holder.incarnation}`, { shard: index, host: holder.host }, 'PM2 deleted a shard instance whose index another host holds: ignored');
+      return;
+    }
     this.epochs.departed(index);
   }
 
@@ -195,6 +216,12 @@ export class Collector {
       this.log.warn({ lateMs: now - this.lastTick - this.timings.tickMs }, 'collector stalled; silence before now is forgiven');
     }
     this.lastTick = now;
+    if (this.options.connected && !this.options.connected()) {
+      // Cut off ourselves (NATS down): no heartbeat can reach us. Silence counts again only
+      // DEAD_AFTER_MS after we are back, time for every process to reconnect and beat.
+      this.counters.disconnectedTicks++;
+      this.table.forgiveSilenceBefore(now + this.options.config.deadAfterMs);
+    }
     for (const d of this.table.checkPids(this.options.liveness, now)) this.deaths.onDeath(d);
     for (const d of this.table.checkSilence(now)) this.deaths.onDeath(d);
     this.epochTick(now);
@@ -246,10 +273,10 @@ export class Collector {
       counters: { ...this.counters },
       processes: this.table.live().map((e) => ({
         mtype: e.mtype, role: e.role, index: e.index, incarnation: e.incarnation, pid: e.pid,
-        pidCheck: e.pidCheck, ageMs: now - e.firstSeenAt, silentMs: now - e.lastSeenAt,
+        pidCheck: e.pidCheck, host: e.host, ageMs: now - e.firstSeenAt, silentMs: now - e.lastSeenAt,
       })),
       deaths: this.table.deaths().slice(-16).map((d) => ({
-        mtype: d.mtype, role: d.role, incarnation: d.incarnation, pid: d.pid, reason: d.reason, agoMs: now - d.at,
+        mtype: d.mtype, role: d.role, incarnation: d.incarnation, pid: d.pid, host: d.host, reason: d.reason, agoMs: now - d.at,
       })),
       vacant: this.table.vacantMtypes(),
       cleanupsInProgress: this.deaths.inProgress,

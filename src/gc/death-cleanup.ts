@@ -43,10 +43,12 @@ export class DeathCleanup {
     if (d.role === 'chatd') counters.chatdDeaths++;
     else counters.shardDeaths++;
     log.info(
-      { mtype: d.mtype, role: d.role, index: d.index, incarnation: d.incarnation, pid: d.pid, reason: d.reason, silentMs: d.at - d.lastSeenAt, successor: d.successor },
+      { mtype: d.mtype, role: d.role, index: d.index, incarnation: d.incarnation, pid: d.pid, host: d.host, local: d.local, reason: d.reason, silentMs: d.at - d.lastSeenAt, successor: d.successor },
       'process died',
     );
-    const drained = d.successor === undefined ? this.ctx.drain(d.mtype) : 0;
+    // The mailbox on this host's queue, of a process of this host: another host's process never
+    // had one here (docs/multi-host.md), and nothing is drained on its behalf.
+    const drained = d.successor === undefined && d.local ? this.ctx.drain(d.mtype) : 0;
     if (d.role === 'chatd') {
       const p = this.purgeEverywhere(d, drained).catch((err: unknown): CleanupReport => {
         log.error({ err, mtype: d.mtype, incarnation: d.incarnation }, 'cleanup failed');

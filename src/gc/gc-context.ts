@@ -87,6 +87,10 @@ export interface CollectorCounters {
   epochs: number;
   /** Heartbeats whose view report was malformed (ignored). */
   badViewReports: number;
+  /** HEARTBEAT or HELLO of an incarnation declared dead that cannot be taken back: answered FENCED (docs/multi-host.md). */
+  fenced: number;
+  /** Collector ticks while its own transport was disconnected (silence then counts for nobody). */
+  disconnectedTicks: number;
 }
 
 export const newCounters = (): CollectorCounters => ({
@@ -94,7 +98,7 @@ export const newCounters = (): CollectorCounters => ({
   sessionEndsUnavailable: 0, removeAttempts: 0, deaths: 0, chatdDeaths: 0, shardDeaths: 0, revived: 0,
   purgeAttempts: 0, purgedEntries: 0, cleanupsDone: 0, drainedMessages: 0, legacyRepliesDrained: 0,
   statusRequests: 0, badRequests: 0, warmupRefusals: 0, stalls: 0, ignoredRecords: 0, refusedIncarnations: 0,
-  epochs: 0, badViewReports: 0,
+  epochs: 0, badViewReports: 0, fenced: 0, disconnectedTicks: 0,
 });
 
 /** What the collector's parts share: one table, one endpoint, one set of counters. */

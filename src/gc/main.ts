@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config';
 import { MTYPE_GC } from '../ipc/mtypes';
+import { NatsTransport } from '../ipc/nats/nats-transport';
 import type { SysvQueue } from '../ipc/sysv/sysv-queue';
 import { createLogger } from '../log';
 import { exitWhenReceiverEnds, openClusterEndpoint, openHostQueue } from '../runtime/cluster-endpoint';
@@ -60,7 +61,10 @@ async function main(): Promise<void> {
     config,
     log: log.child({ component: 'collector' }),
     drain: (mtype) => drainQueue(queue, mtype),
+    // Only ever asked about processes of this host (HOST_ID): another host's pid means nothing here.
     liveness: pidAlive,
+    // Over NATS: while our own connection is down no heartbeat can reach us (docs/multi-host.md).
+    ...(ce.transport instanceof NatsTransport ? { connected: () => (ce.transport as NatsTransport).queue.connected } : {}),
     // Hygiene peeks at the queue's head (MSG_COPY) to find mtypes nobody reads (never mtype 2).
     hygieneQueue: { stat: () => queue.stat(), peek: (i) => queue.peek(i), take: (mtype, max) => drainQueue(queue, mtype, max) },
     // Legacy reply expiry (mtype 2, legacy-expiry.ts): one receive at a time, young replies put back.

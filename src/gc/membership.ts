@@ -32,11 +32,19 @@ export class Membership {
     if (r.replaced) this.onDeath(r.replaced);
   }
 
-  /** PM2 said an app instance exited (or is being stopped). */
+  /**
+   * PM2 said an app instance exited (or is being stopped). That is this host's PM2: its word
+   * counts only for a process of this host (an mtype held by another host's process is not
+   * the instance PM2 means here, docs/multi-host.md).
+   */
   supervisorEvent(ev: SupervisorEvent): Death | undefined {
     const { table, liveness } = this.ctx;
     const e = table.get(ev.mtype);
     if (!e) return undefined;
+    if (!e.local) {
+      this.ctx.warnOnce(`pm2-remote:${e.mtype}:${e.incarnation}`, { mtype: e.mtype, host: e.host, event: ev.event }, 'PM2 event for an mtype held by a process of another host: ignored');
+      return undefined;
+    }
     const at = ev.at ?? this.ctx.now();
     // An incarnation first heard of after the event is the restarted one, not the one that exited.
     if (e.firstSeenAt > at) return undefined;
@@ -59,12 +67,12 @@ export class Membership {
     if (p.role === 'gc') {
       ctx.warnOnce(`gc:${rec.fromIncarnation}`, { incarnation: rec.fromIncarnation, pid: p.pid }, 'another collector is heartbeating on the gc mtype; only one may run per queue');
     } else {
-      if (this.refuseNewIncarnation(rec, p.pid)) return reply(Status.UNAVAILABLE, EMPTY);
+      if (this.refuseNewIncarnation(rec, p.pid, p.host)) return reply(Status.UNAVAILABLE, EMPTY);
       const now = ctx.now();
-      const r = ctx.table.heartbeat(rec.from, rec.fromIncarnation, p.pid, now);
+      const r = ctx.table.heartbeat(rec.from, rec.fromIncarnation, p.pid, now, p.host);
       this.noteSighting(r);
-      if (r.entry && r.entry.heartbeats === 1) this.checkPidVisible(r.entry.mtype, p.pid);
-      if (r.fromDead) this.maybeRevive(rec.from, rec.fromIncarnation, p.pid);
+      if (r.entry && r.entry.heartbeats === 1 && r.entry.local) this.checkPidVisible(r.entry.mtype, p.pid);
+      if (r.fromDead && !this.maybeRevive(rec.from, rec.fromIncarnation, p.pid, p.host)) return this.fence(rec, reply, p.host);
       // The epoch it is at (docs/resharding.md); counted toward the current epoch's settlement.
       const before = ctx.epochs.badReports;
       ctx.epochs.report(rec.from, rec.fromIncarnation, p.view && { epoch: p.view.epoch, members: p.view.members, ready: p.ready ?? false });
@@ -84,9 +92,12 @@ export class Membership {
     if (!p) return this.badRequest(rec, reply, 'bad hello payload');
     if (rec.from !== shardMtype(p.shard)) return this.badRequest(rec, reply, `hello of shard ${p.shard} from mtype ${rec.from}`);
     ctx.counters.hellos++;
-    if (this.refuseNewIncarnation(rec, 0)) return reply(Status.UNAVAILABLE, EMPTY);
+    if (this.refuseNewIncarnation(rec, 0, p.host)) return reply(Status.UNAVAILABLE, EMPTY);
     // A validated HELLO puts a restarted shard in the table at once (the old one is gone).
-    this.noteSighting(ctx.table.sighting(rec.from, rec.fromIncarnation, ctx.now()));
+    const r = ctx.table.sighting(rec.from, rec.fromIncarnation, ctx.now(), p.host);
+    this.noteSighting(r);
+    // A shard of another host declared dead is never taken back (its HELLO included).
+    if (r.fromDead && !ctx.table.isLocalHost(p.host)) return this.fence(rec, reply, p.host);
     if (ctx.warming) {
       ctx.counters.warmupRefusals++;
       return reply(Status.UNAVAILABLE, EMPTY);
@@ -102,13 +113,27 @@ export class Membership {
    * Death is established from evidence, never from one record: a new incarnation speaking on an
    * mtype whose current holder has a checkable pid that is alive is refused (UNAVAILABLE; a real
    * successor retries, and is admitted once the pid check or PM2 saw the old one go, within a
-   * tick). Holders whose pid cannot be checked are replaced by a validated record, as before.
+   * tick). Holders whose pid cannot be checked are replaced by a validated record from their own
+   * host (a restart: PM2 gives each index once per host); a claim from **another** host while
+   * the holder still heartbeats (within DEAD_AFTER_MS) is refused: two hosts with overlapping
+   * SHARD_BASE ranges, which would split the mtype's traffic (docs/multi-host.md).
    */
-  private refuseNewIncarnation(rec: InboundRecord, pid: number): boolean {
+  private refuseNewIncarnation(rec: InboundRecord, pid: number, host: string | undefined): boolean {
     const ctx = this.ctx;
     const cur = ctx.table.get(rec.from);
     if (!cur || cur.incarnation === rec.fromIncarnation) return false;
     if (ctx.table.isDead(rec.from, rec.fromIncarnation)) return false; // a revival: handled by the caller
+    const claimedHost = host ?? ctx.table.localHost;
+    if (claimedHost !== cur.host) {
+      if (ctx.now() - cur.lastSeenAt > ctx.table.deadAfterMs) return false; // the holder went quiet: silence will bury it
+      ctx.counters.refusedIncarnations++;
+      ctx.warnOnce(
+        `refused-host:${rec.from}:${rec.fromIncarnation}`,
+        { mtype: rec.from, claimed: rec.fromIncarnation, claimedHost, holder: cur.incarnation, holderHost: cur.host },
+        'mtype claimed by a process of another host while its holder still heartbeats: refused (overlapping SHARD_BASE ranges?)',
+      );
+      return true;
+    }
     if (cur.pid === 0 || !cur.pidCheck || !ctx.liveness(cur.pid)) return false;
     if (pid !== 0 && pid === cur.pid) return false; // the same process restarted its endpoint
     ctx.counters.refusedIncarnations++;
@@ -129,14 +154,19 @@ export class Membership {
     this.ctx.warnOnce(`pid:${mtype}:${e.incarnation}`, { mtype, pid }, 'heartbeat pid not visible from the collector; liveness of this process by heartbeats and PM2 only');
   }
 
-  /** Heartbeats from an incarnation declared dead: take it back if it is really there. */
-  private maybeRevive(mtype: number, incarnation: number, pid: number): void {
+  /**
+   * Heartbeats from an incarnation declared dead: take it back if it is really there, which
+   * only a pid check on this host can tell. False: it is not taken back, and it is fenced
+   * (another host's process, or one whose pid is gone or invisible from here).
+   */
+  private maybeRevive(mtype: number, incarnation: number, pid: number, host: string | undefined): boolean {
     const ctx = this.ctx;
-    if (!ctx.liveness(pid)) return; // a stale heartbeat of a process that is gone
+    if (!ctx.table.isLocalHost(host)) return false; // its pid means nothing here
+    if (!ctx.liveness(pid)) return false; // a stale heartbeat of a process that is gone, or one we cannot see
     const entry = ctx.table.revive(mtype, incarnation, pid, ctx.now());
     if (!entry) {
       ctx.warnOnce(`stale:${mtype}:${incarnation}`, { mtype, incarnation, pid }, 'heartbeat from an incarnation that a newer one replaced');
-      return;
+      return true;
     }
     ctx.counters.revived++;
     ctx.log.warn({ mtype, role: entry.role, incarnation, pid }, 'process declared dead is alive; taken back');
@@ -144,6 +174,24 @@ export class Membership {
       // Its entries were purged: have it resend its sessions to every live shard.
       for (const [shard, shardInc] of ctx.table.liveShards()) this.postResync(mtype, incarnation, shard, shardInc);
     }
+    return true;
+  }
+
+  /**
+   * FENCED: an incarnation the collector declared dead, which it cannot take back, spoke again.
+   * Its state is stale (a chatD's entries were purged, a shard missed removals and hand-overs
+   * while it was cut off), so it must stop serving: the process exits on this answer and its
+   * supervisor starts a new incarnation, which recovers like any restart (docs/multi-host.md).
+   */
+  private fence(rec: InboundRecord, reply: ReplyFn, host: string | undefined): void {
+    const ctx = this.ctx;
+    ctx.counters.fenced++;
+    ctx.warnOnce(
+      `fenced:${rec.from}:${rec.fromIncarnation}`,
+      { mtype: rec.from, incarnation: rec.fromIncarnation, host: host ?? ctx.table.localHost },
+      'a process declared dead spoke again: fenced (it exits and is restarted as a new incarnation)',
+    );
+    reply(Status.FENCED, EMPTY);
   }
 
   /** The current view for an answer (undefined until the collector decided one). */

@@ -15,8 +15,16 @@ export interface ProcessEntry {
   readonly incarnation: number;
   /** From its heartbeats; 0 until the first heartbeat. */
   pid: number;
-  /** false when the pid is not visible from here (another pid namespace): liveness by heartbeat only. */
+  /**
+   * Whether liveness may be judged by the pid: false for a process of another host (its pid
+   * means nothing here, and the same number may exist here) and for a pid not visible from
+   * here (another pid namespace). Those live and die by heartbeats (checkSilence).
+   */
   pidCheck: boolean;
+  /** HOST_ID from its heartbeat or HELLO (the collector's own when the process did not say). */
+  readonly host: string;
+  /** It runs on the collector's host: its pid and PM2's events may be believed. */
+  readonly local: boolean;
   readonly firstSeenAt: number;
   lastSeenAt: number;
   heartbeats: number;
@@ -29,6 +37,9 @@ export interface Death {
   readonly index: number;
   readonly incarnation: number;
   readonly pid: number;
+  /** HOST_ID of the process, and whether that is the collector's host. */
+  readonly host: string;
+  readonly local: boolean;
   readonly reason: DeathReason;
   readonly at: number;
   readonly lastSeenAt: number;
@@ -52,7 +63,15 @@ export interface ProcessTableOptions {
   deadAfterMs: number;
   /** How many dead incarnations to remember (for idempotency and status). */
   rememberDeaths?: number;
+  /**
+   * The collector's HOST_ID (docs/multi-host.md). A process that names another host in its
+   * heartbeat or HELLO is never pid-checked: its death is established by silence.
+   */
+  localHost?: string;
 }
+
+/** The host of processes that did not name one (of an earlier version): the collector's own. */
+export const LOCAL_HOST = '';
 
 const key = (mtype: number, incarnation: number): string => `${mtype}:${incarnation}`;
 
@@ -81,16 +100,30 @@ export class ProcessTable {
   /** Silence is measured from no earlier than this (the collector's own stalls do not count). */
   private silenceFloor = 0;
 
+  readonly localHost: string;
+
+  /** Heartbeat silence after which a process whose pid cannot be checked is dead. */
+  get deadAfterMs(): number {
+    return this.options.deadAfterMs;
+  }
+
   constructor(private readonly options: ProcessTableOptions) {
     this.rememberDeaths = options.rememberDeaths ?? 1024;
+    this.localHost = options.localHost ?? LOCAL_HOST;
+  }
+
+  /** A process naming `host` (undefined: it did not say) runs on the collector's host. */
+  isLocalHost(host: string | undefined): boolean {
+    return host === undefined || host === this.localHost;
   }
 
   /**
    * Any record from (mtype, incarnation) shows that incarnation alive. Creates the entry for an
    * unknown incarnation of a tracked mtype (pid 0 until its heartbeat), and declares the
-   * previous incarnation on that mtype dead ('replaced').
+   * previous incarnation on that mtype dead ('replaced'). `host`: the HOST_ID the process
+   * named (undefined: the collector's own), kept from the record that created the entry.
    */
-  sighting(mtype: number, incarnation: number, now: number): SightingResult {
+  sighting(mtype: number, incarnation: number, now: number, host?: string): SightingResult {
     const tracked = trackedRoleOf(mtype);
     if (!tracked || incarnation === 0) return { entry: undefined, added: false, replaced: undefined, fromDead: false };
     if (this.dead.has(key(mtype, incarnation))) return { entry: undefined, added: false, replaced: undefined, fromDead: true };
@@ -104,13 +137,16 @@ export class ProcessTable {
       this.byMtype.delete(mtype);
       replaced = this.bury(current, 'replaced', now, incarnation);
     }
+    const local = this.isLocalHost(host);
     const entry: ProcessEntry = {
       mtype,
       role: tracked.role,
       index: tracked.index,
       incarnation,
       pid: 0,
-      pidCheck: true,
+      pidCheck: local,
+      host: host ?? this.localHost,
+      local,
       firstSeenAt: now,
       lastSeenAt: now,
       heartbeats: 0,
@@ -130,14 +166,14 @@ export class ProcessTable {
     if (current && current.incarnation === incarnation) current.lastSeenAt = now;
   }
 
-  /** A heartbeat: a sighting that also carries the pid. */
-  heartbeat(mtype: number, incarnation: number, pid: number, now: number): SightingResult {
-    const r = this.sighting(mtype, incarnation, now);
+  /** A heartbeat: a sighting that also carries the pid (checked only on the collector's host). */
+  heartbeat(mtype: number, incarnation: number, pid: number, now: number, host?: string): SightingResult {
+    const r = this.sighting(mtype, incarnation, now, host);
     if (r.entry) {
       r.entry.heartbeats++;
       if (r.entry.pid !== pid) {
         r.entry.pid = pid;
-        r.entry.pidCheck = true;
+        r.entry.pidCheck = r.entry.local;
       }
     }
     return r;
@@ -150,7 +186,8 @@ export class ProcessTable {
   revive(mtype: number, incarnation: number, pid: number, now: number): ProcessEntry | undefined {
     const k = key(mtype, incarnation);
     const d = this.dead.get(k);
-    if (!d || this.byMtype.has(mtype)) return undefined;
+    // Only a process of this host, whose pid was checked: another host's is fenced (membership.ts).
+    if (!d || !d.local || this.byMtype.has(mtype)) return undefined;
     this.dead.delete(k);
     this.vacant.delete(mtype);
     const entry: ProcessEntry = {
@@ -160,6 +197,8 @@ export class ProcessTable {
       incarnation,
       pid,
       pidCheck: true,
+      host: d.host,
+      local: true,
       firstSeenAt: now,
       lastSeenAt: now,
       heartbeats: 1,
@@ -176,11 +215,14 @@ export class ProcessTable {
     return this.bury(e, reason, now, undefined);
   }
 
-  /** Entries whose pid no longer exists. `liveness` returns false only for a pid that is certainly gone. */
+  /**
+   * Entries whose pid no longer exists. `liveness` returns false only for a pid that is
+   * certainly gone. Never asked about a process of another host (pidCheck is false there).
+   */
   checkPids(liveness: (pid: number) => boolean, now: number): Death[] {
     const deaths: Death[] = [];
     for (const e of [...this.byMtype.values()]) {
-      if (e.pid === 0 || !e.pidCheck) continue;
+      if (e.pid === 0 || !e.pidCheck || !e.local) continue;
       if (!liveness(e.pid)) {
         const d = this.markDead(e.mtype, e.incarnation, 'pid', now);
         if (d) deaths.push(d);
@@ -240,6 +282,11 @@ export class ProcessTable {
     return this.dead.has(key(mtype, incarnation));
   }
 
+  /** The death of (mtype, incarnation), while remembered. */
+  death(mtype: number, incarnation: number): Death | undefined {
+    return this.dead.get(key(mtype, incarnation));
+  }
+
   /** The last death on `mtype` while no newer incarnation holds it ("known dead"). */
   vacancy(mtype: number): Death | undefined {
     return this.vacant.get(mtype);
@@ -262,6 +309,8 @@ export class ProcessTable {
       index: e.index,
       incarnation: e.incarnation,
       pid: e.pid,
+      host: e.host,
+      local: e.local,
       reason,
       at: now,
       lastSeenAt: e.lastSeenAt,

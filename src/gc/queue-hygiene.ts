@@ -58,6 +58,11 @@ export interface OwnershipView {
   isLive(mtype: number): boolean;
   /** The last holder of this mtype died and nobody took it over. */
   isVacant(mtype: number): boolean;
+  /**
+   * The mtype is held, or was last held, by a process of another host (docs/multi-host.md):
+   * hygiene never acts on its behalf, whatever its messages on this host's queue.
+   */
+  isRemote?(mtype: number): boolean;
   anyChatdLive(): boolean;
   pidAlive(pid: number): boolean;
 }
@@ -116,6 +121,8 @@ export function classify(mtype: number, view: OwnershipView): Ownership {
     case 'chatd': {
       // A shard added by `pm2 scale` may have any index: live or a member is in the plan.
       if (view.isLive(mtype)) return { owned: true };
+      // Another host's process: neither its liveness nor its death says anything about this queue.
+      if (view.isRemote?.(mtype)) return { owned: true };
       if (o.role === 'channeld' && !view.isMember(o.shard)) return { owned: false, cls: 'outOfPlan' };
       if (view.isVacant(mtype)) return { owned: false, cls: 'deadProcess' };
       return view.warming() ? { owned: true } : { owned: false, cls: 'unseenProcess' };

@@ -21,6 +21,8 @@ export class Heartbeat {
   private lastReport = '';
   /** Wall-clock ms of the last reply from the collector (0: never). */
   lastReplyAt = 0;
+  /** The collector answered FENCED (this incarnation was declared dead); no more heartbeats. */
+  fenced = false;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -29,6 +31,11 @@ export class Heartbeat {
     private readonly onMembership?: (m: MembershipPayload) => void,
     /** The membership epoch the process is at, and whether it is done with it (docs/resharding.md). */
     private readonly report?: () => Pick<HeartbeatPayload, 'view' | 'ready'>,
+    /**
+     * The collector answered FENCED: it declared this incarnation dead and will not take it
+     * back (docs/multi-host.md). Heartbeats stop; the caller exits so a new incarnation starts.
+     */
+    private readonly onFenced?: () => void,
   ) {
     this.base = { ...payload, pid: process.pid };
     this.body = encodePayload('heartbeat', this.base);
@@ -91,6 +98,11 @@ export class Heartbeat {
           this.lastReplyAt = Date.now();
           const m = decodePayload('membership', reply.payload);
           if (m && this.onMembership) this.onMembership(m);
+        } else if (reply.status === Status.FENCED) {
+          this.stop();
+          this.fenced = true;
+          this.onFenced?.();
+          return;
         }
         done();
       },

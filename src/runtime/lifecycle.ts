@@ -44,6 +44,17 @@ export function onShutdown(log: Logger, shutdown: (signal: string) => Promise<vo
 }
 
 /**
+ * The collector fenced this incarnation (declared it dead and will not take it back,
+ * docs/multi-host.md): its state is stale, so exit at once without a graceful stop (there is
+ * nothing right to finish); PM2 starts a new incarnation, which recovers like any restart.
+ */
+export function exitFenced(log: Logger): never {
+  log.error('fenced by the collector: exiting so that PM2 starts a new incarnation');
+  flushLogSync(log);
+  return exitProcess(log, 1);
+}
+
+/**
  * process.exit(), unless a receiver thread is blocked in msgrcv with no way to wake it (the
  * queue full by message count: its wake-up message does not fit): process.exit() joins worker
  * threads and would wait for a message that may never come, so then libc's _exit, after

@@ -2,10 +2,11 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { SysvQueue } from '../../src/ipc';
-import { ChatClient, type Reply } from '../helpers/chat-client';
+import type { ChatClient } from '../helpers/chat-client';
 import { Cluster, PROJECT_ROOT, sleep } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
-import { cleanupChecks, expectEachReplyOnce, percentile } from './e2e-support';
+import { cleanupChecks, expectEachReplyOnce } from './e2e-support';
+import { CLIENT_TIMEOUT_MS, type Character, describeOutcome, expectEveryoneOnline as everyoneOnline, findProblem, underLoad as loadWith } from './find-load';
 
 /**
  * The whole cluster under PM2 with TRANSPORT=nats: chatD, 2 shards and gc talk over a real
@@ -17,26 +18,6 @@ import { cleanupChecks, expectEachReplyOnce, percentile } from './e2e-support';
 
 const SHARDS = 2;
 const CHARACTERS = 60;
-/** Client-side bound on one reply: far above the server's 1.5 s request timeout. A reply later than this is a hang. */
-const CLIENT_TIMEOUT_MS = 15_000;
-
-interface Character {
-  name: string;
-  channel: number;
-}
-
-/** Checks a find reply against the truth: undefined when right. */
-function findProblem(query: string, truth: Character | undefined, r: Reply): string | undefined {
-  if (r.ok !== true) return undefined; // errors are counted apart
-  if (truth) {
-    if (r.online !== true) return 'an online character reported offline';
-    if (r.channel !== truth.channel || r.name !== truth.name) return `wrong entry ${JSON.stringify(r)}`;
-    return undefined;
-  }
-  if (r.online !== false) return 'an offline name reported online';
-  if (r.name !== query) return `wrong name ${JSON.stringify(r)}`;
-  return undefined;
-}
 
 describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', function () {
   this.timeout(120_000);
@@ -45,6 +26,8 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
   const c = (): Cluster => cluster!;
   const characters: Character[] = [];
   const clients: ChatClient[] = [];
+  const underLoad = (fault: () => Promise<void>) => loadWith(clients, characters, fault);
+  const expectEveryoneOnline = () => everyoneOnline(clients, characters);
 
   before(async function () {
     this.timeout(60_000);
@@ -152,86 +135,6 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
     expect(out.answered.map((a) => a.label)).to.have.members(['gc', 'channeld shard 0', 'channeld shard 1', 'chatd']);
     expect(r.code).to.equal(0);
   });
-
-  interface LoadOutcome {
-    ok: number;
-    okBefore: number;
-    wrong: string[];
-    hung: number;
-    errors: Map<string, number>;
-    latencies: number[];
-    /** ms from the end of `fault()` until 200 more finds were answered right (0: never). */
-    recoveredMs: number;
-  }
-
-  /**
-   * 20 loops of finds in flight the whole time (every answer checked against the truth):
-   * 1 s of load, then `fault()`, then until 200 more finds are answered right (at most 20 s),
-   * then 1 s more. TIMEOUT/UNAVAILABLE replies are counted, never wrong; any other error, a
-   * wrong answer or a request with no reply within CLIENT_TIMEOUT_MS is a failure.
-   */
-  async function underLoad(fault: () => Promise<void>): Promise<LoadOutcome> {
-    let stop = false;
-    const out: LoadOutcome = { ok: 0, okBefore: 0, wrong: [], hung: 0, errors: new Map(), latencies: [], recoveredMs: 0 };
-    const loop = async (w: number): Promise<void> => {
-      for (let k = w; !stop; k += 20) {
-        const offline = k % 5 === 4;
-        const truth = offline ? undefined : characters[(k * 13) % CHARACTERS]!;
-        const query = truth ? truth.name : `Ghost${k}`;
-        let timed;
-        try {
-          timed = await clients[(k + w) % CHARACTERS]!.timedRequest({ op: 'find', name: query }, CLIENT_TIMEOUT_MS);
-        } catch (err) {
-          out.hung++;
-          out.wrong.push(`#${k} no reply: ${(err as Error).message}`);
-          continue;
-        }
-        out.latencies.push(timed.latencyMs);
-        const r = timed.reply;
-        if (r.ok !== true) {
-          const code = r.error?.code ?? '?';
-          out.errors.set(code, (out.errors.get(code) ?? 0) + 1);
-          if (code !== 'TIMEOUT' && code !== 'UNAVAILABLE') out.wrong.push(`#${k} unexpected error ${JSON.stringify(r)}`);
-          else await sleep(20); // as a client backs off
-          continue;
-        }
-        const p = findProblem(query, truth, r);
-        if (p) out.wrong.push(`#${k} ${query}: ${p}`);
-        else out.ok++;
-      }
-    };
-    const loops = Array.from({ length: 20 }, (_, w) => loop(w));
-    await sleep(1000);
-    out.okBefore = out.ok;
-    await fault();
-    const faultEnd = Date.now();
-    const okAtEnd = out.ok;
-    while (Date.now() - faultEnd < 20_000) {
-      if (out.ok > okAtEnd + 200) {
-        out.recoveredMs = Date.now() - faultEnd;
-        break;
-      }
-      await sleep(20);
-    }
-    await sleep(1000);
-    stop = true;
-    await Promise.all(loops);
-    out.latencies.sort((a, b) => a - b);
-    return out;
-  }
-
-  function describeOutcome(what: string, o: LoadOutcome, extra = ''): string {
-    return (
-      `      ${what}: ${o.ok} right (${o.okBefore} before the fault), errors ${JSON.stringify(Object.fromEntries(o.errors))}, ` +
-      `wrong ${o.wrong.length - o.hung}, hung ${o.hung}; served again ${o.recoveredMs || '-'} ms after it${extra}; ` +
-      `latency p50 ${percentile(o.latencies, 50).toFixed(1)} ms, max ${o.latencies[o.latencies.length - 1]?.toFixed(0)} ms`
-    );
-  }
-
-  async function expectEveryoneOnline(): Promise<void> {
-    const replies = await Promise.all(characters.map((ch, i) => clients[(i + 1) % CHARACTERS]!.request({ op: 'find', name: ch.name })));
-    replies.forEach((r, i) => expect(r).to.deep.include({ ok: true, online: true, name: characters[i]!.name, channel: characters[i]!.channel }));
-  }
 
   it('shard SIGKILLed under load - PM2 restarts it (pid death seen on this host), it recovers over NATS; 0 wrong, 0 hung', async () => {
     expect(clients).to.have.length(CHARACTERS);

@@ -45,6 +45,20 @@ export interface ClusterOptions {
   label?: string;
   /** Pass MQ_KEY as 0x hex rather than decimal (PROTOCOL.md allows both). */
   mqKeyHex?: boolean;
+  /**
+   * A command prefix for every pm2 command, e.g. `NetnsLab.wrap('a')` (test/helpers/netns.ts):
+   * the PM2 daemon, and so every process of the cluster, runs on that namespace "host".
+   */
+  wrap?: string[];
+  /** The address chatD and the status app listen on and clients connect to (default 127.0.0.1). */
+  host?: string;
+  /** HOST_ROLE (docs/multi-host.md): which apps this cluster runs (default all). */
+  role?: 'all' | 'front' | 'shards';
+  /**
+   * The processes run in an IPC namespace of their own (`wrap` with `unshare --ipc`): their
+   * queue dies with them, and the root namespace's queue with our key is not ours to remove.
+   */
+  privateIpc?: boolean;
 }
 
 export interface Pm2Process {
@@ -106,16 +120,17 @@ export class Cluster {
   /** `pm2 start` only, without waiting for the processes (for starts that must fail). */
   async launch(): Promise<void> {
     this.port = await freePort();
-    this.statusPort = this.options.env?.STATUS_PORT === '0' ? 0 : await freePort();
+    this.statusPort = this.options.env?.STATUS_PORT === '0' || this.role === 'shards' ? 0 : await freePort();
     Object.assign(this.env, {
-      CHATD_HOST: '127.0.0.1',
+      CHATD_HOST: this.host,
       CHATD_PORT: String(this.port),
-      STATUS_HOST: '127.0.0.1',
+      STATUS_HOST: this.host,
       STATUS_PORT: String(this.statusPort),
       MQ_KEY: this.options.mqKeyHex ? `0x${this.mqKey.toString(16)}` : String(this.mqKey),
       CHANNELD_SHARDS: String(this.shards),
       // E2E_LOG_LEVEL (e.g. info) overrides every suite's level when chasing a failure.
       LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? this.options.logLevel ?? 'warn',
+      ...(this.role !== 'all' ? { HOST_ROLE: this.role } : {}),
       ...this.options.env,
     });
     const r = await this.pm2(['start', join(PROJECT_ROOT, 'ecosystem.config.js')], 30_000);
@@ -133,7 +148,23 @@ export class Cluster {
    * for this command only (e.g. PM2_CONCURRENT_ACTIONS, as `npm run reload` sets it).
    */
   pm2(args: string[], timeoutMs = 20_000, extraEnv: Record<string, string> = {}): Promise<RunResult> {
-    return runCommand(PM2_BIN, args, { cwd: PROJECT_ROOT, env: { ...this.processEnv(), ...extraEnv }, timeoutMs });
+    const [bin, ...rest] = this.pm2Argv(args);
+    return runCommand(bin!, rest, { cwd: PROJECT_ROOT, env: { ...this.processEnv(), ...extraEnv }, timeoutMs });
+  }
+
+  /** The pm2 command line, under `wrap` when there is one. */
+  private pm2Argv(args: string[]): string[] {
+    return [...(this.options.wrap ?? []), PM2_BIN, ...args];
+  }
+
+  /** HOST_ROLE of this cluster. */
+  get role(): 'all' | 'front' | 'shards' {
+    return this.options.role ?? 'all';
+  }
+
+  /** The address chatD listens on and clients connect to. */
+  get host(): string {
+    return this.options.host ?? '127.0.0.1';
   }
 
   /** `pm2 jlist`, parsed. */
@@ -220,17 +251,18 @@ export class Cluster {
   /** Base URL of the status app (`http://127.0.0.1:PORT`); throws when it is disabled. */
   get statusUrl(): string {
     if (!(this.statusPort > 0)) throw new Error(`${this.label}: the status app is disabled (STATUS_PORT=0)`);
-    return `http://127.0.0.1:${this.statusPort}`;
+    return `http://${this.host}:${this.statusPort}`;
   }
 
-  /** PM2 apps a started cluster has: gc, each shard, chatD, and the status app unless disabled. */
+  /** PM2 apps a started cluster has: gc, each shard, chatD, and the status app unless disabled (by HOST_ROLE). */
   get expectedProcesses(): number {
-    return 2 + this.shards + (this.statusPort > 0 ? 1 : 0);
+    const front = 2 + (this.statusPort > 0 ? 1 : 0);
+    return this.role === 'front' ? front : this.role === 'shards' ? this.shards : front + this.shards;
   }
 
   /** A client connected to this cluster's chatD, destroyed at stop. */
   async client(options: { requestTimeoutMs?: number } = {}): Promise<ChatClient> {
-    const c = await ChatClient.connect(this.port, options);
+    const c = await ChatClient.connect(this.port, { host: this.host, ...options });
     this.track(c);
     return c;
   }
@@ -259,7 +291,7 @@ export class Cluster {
         if (Date.now() > deadline) throw new Error(`${this.label}: not serving in time: ${lastProblem}`);
         try {
           if (!probe || probe.isClosed) {
-            probe = await ChatClient.connect(this.port, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+            probe = await ChatClient.connect(this.port, { host: this.host, connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
             const ping = await probe.request({ op: 'ping' });
             if (ping.ok !== true) throw new Error(`ping: ${JSON.stringify(ping)}`);
             const login = await probe.request({ op: 'login', name: probeName, channel: 1 });
@@ -337,7 +369,7 @@ export class Cluster {
       tryKill(pid, 'SIGKILL');
     }
     try {
-      removeQueueByKey(this.mqKey);
+      if (!this.options.privateIpc) removeQueueByKey(this.mqKey);
     } catch (err) {
       errors.push(`queue removal: ${(err as Error).message}`);
     }
@@ -352,11 +384,12 @@ export class Cluster {
     if (!live.has(this)) return;
     const daemon = this.daemonPid ?? this.readDaemonPid();
     if (daemon !== undefined && isAlive(daemon)) {
-      spawnSync(PM2_BIN, ['kill'], { cwd: PROJECT_ROOT, env: this.processEnv(), timeout: 15_000, stdio: 'ignore' });
+      const [bin, ...rest] = this.pm2Argv(['kill']);
+      spawnSync(bin!, rest, { cwd: PROJECT_ROOT, env: this.processEnv(), timeout: 15_000, stdio: 'ignore' });
     }
     for (const pid of this.pidsOfOurs()) tryKill(pid, 'SIGKILL');
     try {
-      removeQueueByKey(this.mqKey);
+      if (!this.options.privateIpc) removeQueueByKey(this.mqKey);
     } catch {
       /* nothing more to do at exit */
     }
@@ -391,7 +424,8 @@ export class Cluster {
     return { ...env, ...this.env, PM2_HOME: this.home };
   }
 
-  private async waitOnline(deadline: number): Promise<void> {
+  /** Waits until PM2 lists every expected app process online (throws on `errored` or at the deadline). */
+  async waitOnline(deadline: number): Promise<void> {
     const expected = this.expectedProcesses;
     for (;;) {
       const list = await this.jlist();

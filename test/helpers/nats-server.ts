@@ -36,9 +36,9 @@ function killAll(): void {
   live.clear();
 }
 
-function portOpen(port: number): Promise<boolean> {
+function portOpen(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = tcpConnect({ port, host: '127.0.0.1' });
+    const s = tcpConnect({ port, host });
     s.once('connect', () => {
       s.destroy();
       resolve(true);
@@ -50,6 +50,14 @@ function portOpen(port: number): Promise<boolean> {
 export interface NatsServerOptions {
   /** Lines of nats-server configuration (e.g. `max_payload: 4096`, `max_pending: 262144`). */
   config?: string;
+  /** Address to listen on (default 127.0.0.1); also the host of `url`. */
+  host?: string;
+  /**
+   * A command prefix the server runs under, e.g. `ip netns exec NS` (test/helpers/netns.ts:
+   * the server on a "host" of a namespace lab). It must exec the server (as `ip netns exec`
+   * and `unshare` do), so that the child's pid is the server's.
+   */
+  wrap?: string[];
 }
 
 export class NatsServer {
@@ -69,8 +77,12 @@ export class NatsServer {
     return server;
   }
 
+  get host(): string {
+    return this.options.host ?? '127.0.0.1';
+  }
+
   get url(): string {
-    return `nats://127.0.0.1:${this.port}`;
+    return `nats://${this.host}:${this.port}`;
   }
 
   get pid(): number | undefined {
@@ -89,15 +101,17 @@ export class NatsServer {
       process.on('exit', killAll);
     }
     this.stderr = '';
-    // -a: loopback only. No JetStream: a plain core-NATS server.
-    const args = ['-a', '127.0.0.1', '-p', String(this.port)];
+    // -a: loopback only (or the address given). No JetStream: a plain core-NATS server.
+    const args = ['-a', this.host, '-p', String(this.port)];
     if (this.options.config) {
       this.configDir ??= mkdtempSync(join(tmpdir(), 'chatd-nats-'));
       const file = join(this.configDir, 'nats.conf');
       writeFileSync(file, `${this.options.config}\n`);
       args.push('-c', file);
     }
-    const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const wrap = this.options.wrap ?? [];
+    const argv = [...wrap, natsServerBinary(), ...args];
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr?.on('data', (d: Buffer) => {
       if (this.stderr.length < 20_000) this.stderr += d.toString();
     });
@@ -107,7 +121,7 @@ export class NatsServer {
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (!this.running) throw new Error(`nats-server exited at start: ${this.stderr.slice(-2000)}`);
-      if (await portOpen(this.port)) return;
+      if (await portOpen(this.port, this.host)) return;
       if (Date.now() > deadline) {
         await this.stop();
         throw new Error(`nats-server not listening on ${this.port} after 10 s: ${this.stderr.slice(-2000)}`);

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { CONFIG_VARIABLES, loadConfig } from '../../../src/config';
+import { CONFIG_VARIABLES, defaultHostId, loadConfig } from '../../../src/config';
 import { ConfigError } from '../../../src/errors';
 
 describe('config - environment, validated once and frozen', () => {
@@ -40,6 +40,13 @@ describe('config - environment, validated once and frozen', () => {
     ['NATS_URL', 'nats://127.0.0.1:4222/path'],
     ['CLUSTER_NAME', 'a.b'],
     ['CLUSTER_NAME', 'a*'],
+    ['HOST_ROLE', 'backend'],
+    ['SHARD_BASE', '-1'],
+    ['SHARD_BASE', '900'],
+    ['SHARD_BASE', 'two'],
+    ['HOST_ID', 'host a'],
+    ['HOST_ID', '-a'],
+    ['HOST_ID', 'x'.repeat(65)],
   ] as const) {
     it(`refuses ${name}=${value} with a message naming it`, () => {
       let err: unknown;
@@ -79,6 +86,34 @@ describe('config - environment, validated once and frozen', () => {
     expect(() => loadConfig({ RESHARD_QUIET_MS: '-1' })).to.throw(ConfigError, /RESHARD_QUIET_MS/);
     expect(() => loadConfig({ RESHARD_QUIET_MS: 'soon' })).to.throw(ConfigError, /RESHARD_QUIET_MS/);
   });
+
+  it('host roles (docs/multi-host.md) - all by default, SHARD_BASE 0, HOST_ID from the hostname', () => {
+    const c = loadConfig({});
+    expect(c).to.include({ hostRole: 'all', shardBase: 0, hostId: defaultHostId() });
+    expect(defaultHostId()).to.match(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
+    const b = loadConfig({ HOST_ROLE: 'shards', TRANSPORT: 'nats', SHARD_BASE: '100', CHANNELD_SHARDS: '4', HOST_ID: 'host-b.example' });
+    expect(b).to.include({ hostRole: 'shards', shardBase: 100, shards: 4, hostId: 'host-b.example' });
+    expect(loadConfig({ HOST_ROLE: 'front', TRANSPORT: 'nats' })).to.include({ hostRole: 'front' });
+  });
+
+  it('host roles - a hostname HOST_ID does not allow is made safe, never refused', () => {
+    expect(defaultHostId('Game Box #1')).to.equal('Game-Box--1');
+    expect(defaultHostId('_x')).to.equal('x');
+    expect(defaultHostId('')).to.equal('localhost');
+    expect(defaultHostId('a'.repeat(100))).to.have.length(64);
+  });
+
+  for (const [env, pattern] of [
+    [{ HOST_ROLE: 'front' }, /HOST_ROLE="front": several hosts need TRANSPORT=nats/],
+    [{ HOST_ROLE: 'shards', TRANSPORT: 'sysv' }, /HOST_ROLE="shards": several hosts need TRANSPORT=nats/],
+    [{ SHARD_BASE: '2' }, /SHARD_BASE=2: only a shard host places its shards/],
+    [{ SHARD_BASE: '2', HOST_ROLE: 'front', TRANSPORT: 'nats' }, /SHARD_BASE=2: only a shard host/],
+    [{ HOST_ROLE: 'shards', TRANSPORT: 'nats', SHARD_BASE: '890', CHANNELD_SHARDS: '20' }, /SHARD_BASE=890: .*last shard index would be 909/],
+  ] as const) {
+    it(`host roles - refuses ${JSON.stringify(env)} with a message naming the variable`, () => {
+      expect(() => loadConfig(env)).to.throw(ConfigError, pattern);
+    });
+  }
 
   it('lists its variables', () => {
     expect(CONFIG_VARIABLES).to.include.members(['CHATD_HOST', 'CHATD_PORT', 'MQ_KEY', 'CHANNELD_SHARDS', 'CHANNELS']);

@@ -28,6 +28,8 @@ export class Peer {
   readonly got: InboundRecord[] = [];
   /** Per-kind answers; absent: OK with an empty payload. */
   readonly answers = new Map<number, (rec: InboundRecord) => Answer>();
+  /** HOST_ID named in heartbeats and HELLOs (docs/multi-host.md); undefined: none, as before several hosts. */
+  host: string | undefined;
 
   constructor(
     readonly transport: LocalTransport,
@@ -49,7 +51,13 @@ export class Peer {
   }
 
   heartbeat(role: HeartbeatPayload['role'], index: number, pid = this.pid, view?: Pick<HeartbeatPayload, 'view' | 'ready'>): Promise<Reply> {
-    return this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, encodePayload('heartbeat', { role, index, pid, ...view }), 2000);
+    const host = this.host !== undefined ? { host: this.host } : {};
+    return this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, encodePayload('heartbeat', { role, index, pid, ...host, ...view }), 2000);
+  }
+
+  /** A shard's HELLO, naming this peer's host when it has one. */
+  hello(shard: number): Promise<Reply> {
+    return this.request(Kind.HELLO, encodePayload('hello', { shard, ...(this.host !== undefined ? { host: this.host } : {}) }));
   }
 
   request(kind: number, payload: Uint8Array, timeoutMs = 2000): Promise<Reply> {
@@ -84,6 +92,8 @@ export interface Rig {
   readonly lines: Record<string, unknown>[];
   /** Pids that "exist"; remove one to kill its process. */
   readonly alive: Set<number>;
+  /** Every pid the collector asked about (its liveness function), in order. */
+  readonly livenessAsked: number[];
   shard(index: number, incarnation?: number, pid?: number): Peer;
   chatd(instance: number, incarnation?: number, pid?: number): Peer;
   tool(mtype: number): Peer;
@@ -93,10 +103,19 @@ export interface Rig {
 let nextPid = 40_000;
 
 /** A collector over a LocalQueue with fake peers. Call `close()` in afterEach. */
-export function makeRig(options: { shards?: number; deadAfterMs?: number; shardGoneMs?: number; reshardQuietMs?: number; timings?: Partial<CollectorTimings>; hygiene?: Partial<HygieneTimings>; start?: boolean } = {}): Rig {
+export function makeRig(
+  options: {
+    shards?: number; deadAfterMs?: number; shardGoneMs?: number; reshardQuietMs?: number; timings?: Partial<CollectorTimings>; hygiene?: Partial<HygieneTimings>; start?: boolean;
+    /** The collector's HOST_ID (docs/multi-host.md). */
+    hostId?: string;
+    /** The collector's own transport is connected (absent: always). */
+    connected?: () => boolean;
+  } = {},
+): Rig {
   const queue = new LocalQueue(16384, 8192);
   const { log, lines } = sinkLogger();
   const alive = new Set<number>();
+  const livenessAsked: number[] = [];
   const gcTransport = new LocalTransport(queue);
   const gcEndpoint = new Endpoint(gcTransport, { mtype: MTYPE_GC, incarnation: 7, maxBatchBytes: 4096, timeoutSweepMs: 5 });
   const collector = new Collector({
@@ -105,10 +124,15 @@ export function makeRig(options: { shards?: number; deadAfterMs?: number; shardG
       shards: options.shards ?? 2, deadAfterMs: options.deadAfterMs ?? 10_000, heartbeatMs: 50,
       ...(options.shardGoneMs !== undefined ? { shardGoneMs: options.shardGoneMs } : {}),
       ...(options.reshardQuietMs !== undefined ? { reshardQuietMs: options.reshardQuietMs } : {}),
+      ...(options.hostId !== undefined ? { hostId: options.hostId } : {}),
     },
     log,
     drain: (mtype) => queue.take(mtype, Number.MAX_SAFE_INTEGER).length,
-    liveness: (pid) => alive.has(pid),
+    liveness: (pid) => {
+      livenessAsked.push(pid);
+      return alive.has(pid);
+    },
+    ...(options.connected ? { connected: options.connected } : {}),
     takeOne: (mtype) => queue.take(mtype, 1)[0] ?? null,
     putBack: (mtype, body) => queue.trySend(mtype, body),
     timings: { ...testTimings, ...options.timings },
@@ -127,6 +151,7 @@ export function makeRig(options: { shards?: number; deadAfterMs?: number; shardG
     collector,
     lines,
     alive,
+    livenessAsked,
     shard: (index, incarnation = 500 + index, pid = nextPid++) => peer(shardMtype(index), incarnation, pid),
     chatd: (instance, incarnation = 900 + instance, pid = nextPid++) => peer(chatdMtype(instance), incarnation, pid),
     tool: (mtype) => peer(mtype, 1234, nextPid++),
