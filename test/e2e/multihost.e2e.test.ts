@@ -260,6 +260,26 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
     for (const cl of clients) expectEachReplyOnce(cl);
   });
 
+  it('host B scaled up live (pm2 scale channeld 4 on host B, after host C is gone) under load - shards 2 and 3 start on B, join the membership, take their names over; 0 wrong, 0 hung', async () => {
+    const before = (await gcStatus())!;
+    const fig = { settledMs: 0, epochs: '' };
+    const o = await underLoad(clients, characters, async () => {
+      const t0 = Date.now();
+      const r = await hostB!.pm2(['scale', 'channeld', '4'], 60_000);
+      expect(r.code, r.stderr).to.equal(0);
+      const settled = await gcUntil('an epoch with shards 0-3, settled', 40_000, (s) => s.epoch.settled && s.epoch.members.join() === '0,1,2,3');
+      fig.settledMs = Date.now() - t0;
+      fig.epochs = `${before.epoch.epoch} -> ${settled.status.epoch.epoch}`;
+      const onB = settled.status.processes.filter((p) => p.role === 'channeld').map((p) => `${p.index}@${p.host}`).sort();
+      expect(onB).to.deep.equal(['0@host-b', '1@host-b', '2@host-b', '3@host-b']);
+    });
+    const foundMs = await everyoneFoundWithin(clients, characters, 15_000);
+    console.log(describeOutcome('host B scaled 2 -> 4', o, `; epoch ${fig.epochs} settled ${fig.settledMs} ms after the scale command, all found ${foundMs} ms after`));
+    expect(o.wrong.slice(0, 5), `${o.wrong.length} wrong or hung`).to.deep.equal([]);
+    await expectEveryoneOnline(clients, characters);
+    for (const cl of clients) expectEachReplyOnce(cl);
+  });
+
   it('cleanup - the namespaces, links, PM2 daemons, processes and the NATS server are gone afterwards', async function () {
     this.timeout(120_000);
     const pids = (await Promise.all([A(), hostB!].map((c) => c.jlist()))).flat().map((p) => p.pid).filter((p) => p > 0);
