@@ -15,7 +15,8 @@ import { EXIT, ToolError, hexKey, openExisting, runTool, toolConfig } from './to
 
 const USAGE = `usage: npm run health [-- --pm2] [--json] [--timeout MS]
   exits 0 when healthy; otherwise 1 with one line per problem:
-  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (a member of gc's membership epoch) or chatD not answering STATUS
+  queue missing, refused (untrusted owner or mode) or over 90% full (by bytes or by message count); gc, a shard (a member of gc's membership epoch) or chatD not answering STATUS;
+  a process whose clock gc reports more than its threshold (250 ms) off its own (docs/multi-host.md "Clock skew")
   --pm2      also check with the project's pm2 that every app process is online
   --json     one JSON object instead of lines
   --timeout  how long to wait for each STATUS reply (default 1000 ms)`;
@@ -170,6 +171,28 @@ async function pm2Problems(shards: number, role: Config['hostRole'] = 'all'): Pr
   }
 }
 
+/**
+ * Processes whose clock the collector reports as skewed (STATUS `processes[].clock.skewed`,
+ * docs/multi-host.md "Clock skew"): one problem each. A collector of an earlier version
+ * reports no clocks: none.
+ */
+export function clockProblems(gcStatus: Record<string, unknown> | undefined): string[] {
+  const procs = gcStatus?.processes;
+  if (!Array.isArray(procs)) return [];
+  const threshold = typeof gcStatus?.clockWarnMs === 'number' ? gcStatus.clockWarnMs : 250;
+  const out: string[] = [];
+  for (const p of procs as { role?: unknown; index?: unknown; host?: unknown; clock?: { offset?: unknown; bound?: unknown; applied?: unknown; skewed?: unknown } }[]) {
+    const c = p.clock;
+    if (!c || c.skewed !== true || typeof c.offset !== 'number') continue;
+    const ahead = c.offset < 0 ? 'ahead of' : 'behind';
+    out.push(
+      `clock: ${String(p.role)} ${String(p.index)} on host ${String(p.host) || '(gc\'s)'} is ${Math.abs(c.offset)} ms ${ahead} gc's clock (±${String(c.bound)} ms; threshold ${threshold} ms); ` +
+        (c.applied === true ? 'its deadlines are corrected, fix the host\'s time (NTP)' : 'its deadlines are NOT corrected (CLOCK_CORRECTION=off): fix the host\'s time (NTP)'),
+    );
+  }
+  return out;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv);
   const config = toolConfig();
@@ -203,6 +226,7 @@ async function main(argv: readonly string[]): Promise<number> {
   if (queue || config.transport === 'nats') {
     answers = await askStatus(queue, config, args.timeoutMs);
     for (const a of answers) if (a.problem) problems.push(a.problem);
+    problems.push(...clockProblems(answers.find((a) => a.label === 'gc')?.status));
   }
   const shardsAsked = answers.filter((a) => a.label.startsWith('channeld')).length || config.shards;
   if (args.pm2) problems.push(...(await pm2Problems(config.hostRole === 'shards' ? config.shards : shardsAsked, config.hostRole)));

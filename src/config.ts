@@ -67,6 +67,11 @@ export interface Config {
    * only for processes of its own host (default: os.hostname(), made safe).
    */
   readonly hostId: string;
+  /**
+   * CLOCK_CORRECTION: correct envelope deadlines by this process's measured offset to the
+   * collector's clock when it is clearly beyond its error bound (docs/multi-host.md "Clock skew").
+   */
+  readonly clockCorrection: boolean;
 }
 
 /** HOST_ID when none is set: the hostname, cut to the characters and length HOST_ID allows. */
@@ -164,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostRole: raw.HOST_ROLE as Config['hostRole'],
     shardBase: raw.SHARD_BASE as number,
     hostId: (raw.HOST_ID as string | undefined) ?? defaultHostId(),
+    clockCorrection: raw.CLOCK_CORRECTION === 'on',
   });
 }
 

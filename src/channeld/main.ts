@@ -63,6 +63,7 @@ async function main(): Promise<void> {
     (m) => server.noteMembership(m),
     () => server.report(),
     () => exitFenced(log),
+    { correct: config.clockCorrection, log },
   );
   server.start();
   // Figures in pm2 show / pm2 monit, actions for pm2 trigger (nothing outside PM2).

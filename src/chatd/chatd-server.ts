@@ -77,6 +77,7 @@ export class ChatdServer {
       },
       () => this.shards.report(),
       () => this.onFenced(),
+      { correct: config.clockCorrection, log },
     );
     this.shards.onStrangerReply = () => this.heartbeat.beatNow();
     this.shards.onWrongEpoch = () => this.heartbeat.beatNow();

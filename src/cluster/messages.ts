@@ -19,7 +19,13 @@ export interface ViewPayload { epoch: number; members: [number, number][]; settl
  * `host`: the sender's HOST_ID (docs/multi-host.md); the collector checks the pid only of a
  * process of its own host (absent: the collector's host, as before several hosts).
  */
-export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number; host?: string; view?: ViewPayload; ready?: boolean }
+/**
+ * `clock`: the sender's offset to the collector's clock (ms, collector minus sender), its error
+ * bound, and whether the sender corrects its deadlines by it (docs/multi-host.md "Clock skew");
+ * `{}` before the first measurement. Present: the collector answers with its time (`now`).
+ */
+export interface HeartbeatPayload { role: 'chatd' | 'channeld' | 'gc'; index: number; pid: number; host?: string; view?: ViewPayload; ready?: boolean; clock?: ClockReport }
+export interface ClockReport { offset?: number; bound?: number; applied?: boolean }
 export interface HelloPayload { shard: number; host?: string }
 export interface HelloReplyPayload { chatds: [number, number][]; view?: ViewPayload }
 /** `epoch`: the epoch whose ownership the resync is for (absent: the chatD's own). */
@@ -32,7 +38,11 @@ export interface WhisperPayload { to: string; from: string; text: string }
  * The collector's heartbeat answer: live shards [index, incarnation], and (since shards check
  * who may change the directory) live chatDs [mtype, incarnation]; older collectors omit it.
  */
-export interface MembershipPayload { shards: [number, number][]; chatds?: [number, number][]; view?: ViewPayload }
+/**
+ * `now`: the collector's Date.now() when it answered, only to a heartbeat that carried `clock`
+ * (an earlier process's schema would refuse the field).
+ */
+export interface MembershipPayload { shards: [number, number][]; chatds?: [number, number][]; view?: ViewPayload; now?: number }
 export type EmptyPayload = Record<string, never>;
 export type StatusPayload = Record<string, unknown>;
 

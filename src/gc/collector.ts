@@ -274,7 +274,9 @@ export class Collector {
       processes: this.table.live().map((e) => ({
         mtype: e.mtype, role: e.role, index: e.index, incarnation: e.incarnation, pid: e.pid,
         pidCheck: e.pidCheck, host: e.host, ageMs: now - e.firstSeenAt, silentMs: now - e.lastSeenAt,
+        ...(e.clock ? { clock: { ...e.clock } } : {}),
       })),
+      clockWarnMs: this.timings.clockWarnMs,
       deaths: this.table.deaths().slice(-16).map((d) => ({
         mtype: d.mtype, role: d.role, incarnation: d.incarnation, pid: d.pid, host: d.host, reason: d.reason, agoMs: now - d.at,
       })),

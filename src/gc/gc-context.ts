@@ -38,6 +38,8 @@ export interface CollectorTimings {
   legacyTtlMs: number;
   /** Above this fill ratio (bytes or message count, queue-fill.ts) every legacy reply is dropped at once, whatever its age. */
   legacyFill: number;
+  /** A process whose clock is certainly more than this off the collector's is warned about, in STATUS and by `npm run health` (docs/multi-host.md "Clock skew"). */
+  clockWarnMs: number;
 }
 
 export function defaultTimings(config: Pick<Config, 'deadAfterMs' | 'heartbeatMs'>): CollectorTimings {
@@ -54,6 +56,7 @@ export function defaultTimings(config: Pick<Config, 'deadAfterMs' | 'heartbeatMs
     legacyEveryMs: 250,
     legacyTtlMs: 2000,
     legacyFill: 0.5,
+    clockWarnMs: 250,
   };
 }
 
@@ -91,6 +94,8 @@ export interface CollectorCounters {
   fenced: number;
   /** Collector ticks while its own transport was disconnected (silence then counts for nobody). */
   disconnectedTicks: number;
+  /** Times a process's clock went beyond `clockWarnMs` of the collector's (one warning each). */
+  clockSkews: number;
 }
 
 export const newCounters = (): CollectorCounters => ({
@@ -98,7 +103,7 @@ export const newCounters = (): CollectorCounters => ({
   sessionEndsUnavailable: 0, removeAttempts: 0, deaths: 0, chatdDeaths: 0, shardDeaths: 0, revived: 0,
   purgeAttempts: 0, purgedEntries: 0, cleanupsDone: 0, drainedMessages: 0, legacyRepliesDrained: 0,
   statusRequests: 0, badRequests: 0, warmupRefusals: 0, stalls: 0, ignoredRecords: 0, refusedIncarnations: 0,
-  epochs: 0, badViewReports: 0, fenced: 0, disconnectedTicks: 0,
+  epochs: 0, badViewReports: 0, fenced: 0, disconnectedTicks: 0, clockSkews: 0,
 });
 
 /** What the collector's parts share: one table, one endpoint, one set of counters. */

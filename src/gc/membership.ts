@@ -1,11 +1,12 @@
 import { Kind, Status } from '../cluster/kinds';
-import { EMPTY, decodePayload, encodePayload, type HeartbeatPayload, type ViewPayload } from '../cluster/messages';
+import { EMPTY, decodePayload, encodePayload, type ClockReport, type HeartbeatPayload, type ViewPayload } from '../cluster/messages';
 import { memberRanges } from '../cluster/ownership';
 import type { ReplyFn } from '../ipc/endpoint';
 import type { InboundRecord } from '../ipc/envelope';
 import { MTYPE_GC, chatdMtype, shardMtype } from '../ipc/mtypes';
+import { nextClockState } from './clock-skew';
 import type { GcContext } from './gc-context';
-import type { Death, SightingResult } from './process-table';
+import type { Death, ProcessEntry, SightingResult } from './process-table';
 
 /** What a supervisor (PM2) told us: an app instance exited or is being stopped. */
 export interface SupervisorEvent {
@@ -73,6 +74,7 @@ export class Membership {
       this.noteSighting(r);
       if (r.entry && r.entry.heartbeats === 1 && r.entry.local) this.checkPidVisible(r.entry.mtype, p.pid);
       if (r.fromDead && !this.maybeRevive(rec.from, rec.fromIncarnation, p.pid, p.host)) return this.fence(rec, reply, p.host);
+      if (p.clock && r.entry) this.noteClock(r.entry, p.clock);
       // The epoch it is at (docs/resharding.md); counted toward the current epoch's settlement.
       const before = ctx.epochs.badReports;
       ctx.epochs.report(rec.from, rec.fromIncarnation, p.view && { epoch: p.view.epoch, members: p.view.members, ready: p.ready ?? false });
@@ -83,7 +85,27 @@ export class Membership {
       return reply(Status.UNAVAILABLE, EMPTY);
     }
     const view = this.view(true);
-    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards(), chatds: ctx.table.liveChatds(), ...(view ? { view } : {}) }));
+    // The collector's time, to a sender that asked by reporting `clock` (an earlier one would refuse the field).
+    const now = p.clock ? { now: ctx.now() } : {};
+    reply(Status.OK, encodePayload('membership', { shards: ctx.table.liveShards(), chatds: ctx.table.liveChatds(), ...(view ? { view } : {}), ...now }));
+  }
+
+  /**
+   * A heartbeat's clock report (docs/multi-host.md "Clock skew"): kept for STATUS, one warning
+   * when the process's offset goes beyond CLOCK_WARN (timings.clockWarnMs), one when it is back.
+   */
+  private noteClock(entry: ProcessEntry, report: ClockReport): void {
+    const ctx = this.ctx;
+    const { state, change } = nextClockState(entry.clock, report, ctx.timings.clockWarnMs);
+    entry.clock = state;
+    if (!change || !state) return;
+    const fields = { mtype: entry.mtype, role: entry.role, index: entry.index, host: entry.host, offsetMs: state.offset, boundMs: state.bound, corrected: state.applied, thresholdMs: ctx.timings.clockWarnMs };
+    if (change === 'skewed') {
+      ctx.counters.clockSkews++;
+      ctx.log.warn(fields, 'process clock differs from the collector\'s by more than the threshold (offset: collector minus process)');
+    } else {
+      ctx.log.warn(fields, 'process clock back within the threshold of the collector\'s');
+    }
   }
 
   onHello(rec: InboundRecord, reply: ReplyFn): void {

@@ -1,4 +1,5 @@
 import { ownerOf } from '../ipc/mtypes';
+import type { ClockState } from './clock-skew';
 
 /** The roles the collector tracks (the collector itself and tools are not tracked). */
 export type TrackedRole = 'chatd' | 'channeld';
@@ -28,6 +29,8 @@ export interface ProcessEntry {
   readonly firstSeenAt: number;
   lastSeenAt: number;
   heartbeats: number;
+  /** Its clock's offset to the collector's, from its heartbeats (clock-skew.ts); undefined until reported. */
+  clock?: ClockState;
 }
 
 /** A process the collector has declared dead. */

@@ -1,4 +1,5 @@
 import { IpcError } from './ipc-error';
+import { clusterClock } from './cluster-clock';
 import {
   HEADER_BYTES,
   checkEnvelope,
@@ -155,7 +156,11 @@ interface OpenBatch {
   onFail: ((err: Error) => void)[] | undefined;
 }
 
-/** Deadlines are wall-clock ms mod 2^32 (envelope.ts deadlineIn / msLeft). */
+/**
+ * Deadlines are cluster-time ms mod 2^32 (envelope.ts deadlineIn / msLeft): Date.now() plus
+ * clusterClock.offsetMs (0 unless this host's clock was measured off the collector's). Local
+ * expiries (slotExpires, envelope credit) stay on the local clock: they never leave the process.
+ */
 const WRAP = 0x1_0000_0000;
 
 /**
@@ -307,7 +312,7 @@ export class Endpoint {
     const now = Date.now();
     const gen = this.slotGen[slot]!;
     const reqId = gen * SLOT_SPAN + slot;
-    const deadline = (now + timeoutMs) % WRAP || 1;
+    const deadline = (now + clusterClock.offsetMs + timeoutMs) % WRAP || 1;
     this.slotIds[slot] = reqId;
     this.slotExpires[slot] = now + timeoutMs;
     this.slotTo[slot] = to;
@@ -626,7 +631,7 @@ export class Endpoint {
     }
     const from = body.readUInt32LE(8);
     const fromIncarnation = body.readUInt32LE(12);
-    const nowWrapped = now % WRAP;
+    const nowWrapped = (now + clusterClock.offsetMs) % WRAP;
     let at = HEADER_BYTES;
     for (let i = 0; i < count; i++) {
       const kind = body[at]!;

@@ -9,13 +9,15 @@
  *   3  u8  flags (0)                        2  u16 payload length
  *   4  u16 record count (>= 1)              4  u32 request id (0: one-way)
  *   6  u16 reserved (0)                     8  u32 deadline, wall-clock ms mod 2^32 (0: none)
- *   8  u32 sender mtype (where replies go)  12 payload
+ *   8  u32 sender mtype (where replies go)  12 payload (deadline: cluster time, cluster-clock.ts)
  *   12 u32 sender incarnation (random per process start, never 0)
  *   16 u32 target incarnation (0: whoever holds the mtype)
  *
  * Anything that does not parse exactly (magic, version, counts, lengths adding up to the
  * message size) is foreign and dropped whole by the receiver.
  */
+
+import { clusterNow } from './cluster-clock';
 
 export const ENVELOPE_MAGIC = 0xc7d1;
 export const ENVELOPE_VERSION = 1;
@@ -134,13 +136,17 @@ export function decodeEnvelope(body: Buffer): DecodeResult {
   return { ok: true, header, records };
 }
 
-/** Wall clock in ms, mod 2^32, never 0 (0 means "no deadline"). Shared by every process on the host. */
-export function deadlineIn(ms: number, now = Date.now()): number {
+/**
+ * Cluster time in ms (cluster-clock.ts: the wall clock, corrected by the offset to the
+ * collector's clock when one was measured beyond its error bound), mod 2^32, never 0
+ * (0 means "no deadline").
+ */
+export function deadlineIn(ms: number, now = clusterNow()): number {
   return (now + ms) % 0x1_0000_0000 || 1;
 }
 
 /** Milliseconds left before a wrapped deadline; negative when past. 0 deadline: Infinity. */
-export function msLeft(deadline: number, now = Date.now()): number {
+export function msLeft(deadline: number, now = clusterNow()): number {
   if (deadline === 0) return Infinity;
   return ((deadline - (now % 0x1_0000_0000)) | 0);
 }

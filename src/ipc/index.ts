@@ -1,6 +1,7 @@
 export * from './transport';
 export * from './ipc-error';
 export * from './envelope';
+export { clusterClock, clusterNow } from './cluster-clock';
 export * from './endpoint';
 export * from './mtypes';
 export { SendBacklog } from './send-backlog';

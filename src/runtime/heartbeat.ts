@@ -1,7 +1,20 @@
 import { Kind, Status } from '../cluster/kinds';
 import { decodePayload, encodePayload, type HeartbeatPayload, type MembershipPayload } from '../cluster/messages';
+import { clusterClock } from '../ipc/cluster-clock';
 import type { Endpoint } from '../ipc/endpoint';
 import { MTYPE_GC } from '../ipc/mtypes';
+import type { Logger } from '../log';
+import { ClockOffsetEstimator, type ClockOffsetOptions } from './clock-offset';
+
+/** The clock-offset part of a heartbeat (docs/multi-host.md "Clock skew"). */
+export interface HeartbeatClockOptions {
+  /** Apply the measured offset to envelope deadlines (CLOCK_CORRECTION; default true). */
+  correct?: boolean;
+  log?: Logger;
+  estimator?: ClockOffsetOptions;
+  /** The local clock (tests). */
+  now?: () => number;
+}
 
 /**
  * Tells the collector we are alive, every `intervalMs`; the envelope carries our mtype and
@@ -36,22 +49,66 @@ export class Heartbeat {
      * back (docs/multi-host.md). Heartbeats stop; the caller exits so a new incarnation starts.
      */
     private readonly onFenced?: () => void,
+    clock: HeartbeatClockOptions = {},
   ) {
     this.base = { ...payload, pid: process.pid };
     this.body = encodePayload('heartbeat', this.base);
+    this.clock = new ClockOffsetEstimator(clock.estimator);
+    this.correct = clock.correct ?? true;
+    this.log = clock.log;
+    this.now = clock.now ?? Date.now;
   }
   private readonly base: HeartbeatPayload;
+  /** The offset to the collector's clock, from the round trips of heartbeats (clock-offset.ts). */
+  readonly clock: ClockOffsetEstimator;
+  private readonly correct: boolean;
+  private readonly log: Logger | undefined;
+  private readonly now: () => number;
+  /**
+   * Whether heartbeats carry `clock` (and so ask the collector for its time). Cleared when a
+   * collector refuses such a heartbeat as BAD_REQUEST: an earlier version, whose schema
+   * knows no `clock` (docs/multi-host.md, mixed versions).
+   */
+  private clockReports = true;
+  /** The offset applied to deadlines now (clusterClock.offsetMs is this process's). */
+  appliedOffsetMs = 0;
+
+  /** The `clock` report: {} until measured (it still asks for the collector's time). */
+  private clockReport(): Pick<HeartbeatPayload, 'clock'> {
+    if (!this.clockReports) return {};
+    const e = this.clock.estimate;
+    if (!e) return { clock: {} };
+    return { clock: { offset: Math.round(e.offset), bound: Math.ceil(e.bound), applied: this.appliedOffsetMs !== 0 } };
+  }
 
   /** The body with the current report (encoded again only when the report changed). */
   private currentBody(): Buffer {
-    if (!this.report) return this.body;
-    const r = this.report();
+    const r = { ...this.report?.(), ...this.clockReport() };
     const text = JSON.stringify(r);
     if (text !== this.lastReport) {
       this.lastReport = text;
       this.body = encodePayload('heartbeat', { ...this.base, ...r });
     }
     return this.body;
+  }
+
+  /** A reply carried the collector's time `g`: one more sample, and the offset applied (or not). */
+  private noteCollectorTime(t0: number, g: number, t1: number): void {
+    const jump = this.clock.add(t0, g, t1);
+    if (jump) {
+      this.log?.warn(
+        { fromOffsetMs: Math.round(jump.from.offset), toOffsetMs: Math.round(jump.to.offset), boundMs: Math.ceil(jump.to.bound) },
+        'clock offset to the collector jumped (a clock stepped, or the collector restarted elsewhere); following it',
+      );
+    }
+    const applied = this.correct ? this.clock.applied() : 0;
+    if (applied === this.appliedOffsetMs) return;
+    const before = this.appliedOffsetMs;
+    this.appliedOffsetMs = applied;
+    clusterClock.offsetMs = applied;
+    const e = this.clock.estimate!;
+    if (before === 0) this.log?.warn({ offsetMs: applied, boundMs: Math.ceil(e.bound) }, 'this host\'s clock differs from the collector\'s: envelope deadlines corrected by the measured offset');
+    else if (applied === 0) this.log?.info({ offsetMs: Math.round(e.offset), boundMs: Math.ceil(e.bound) }, 'clock offset to the collector within its bound again: deadlines on the local clock');
   }
 
   start(): void {
@@ -92,12 +149,20 @@ export class Heartbeat {
       this.inFlight = false;
       if (this.again && this.timer !== undefined) this.beat();
     };
-    this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, this.currentBody(), Math.max(this.intervalMs * 4, 1000)).then(
+    const body = this.currentBody();
+    const asked = this.clockReports;
+    const t0 = this.now();
+    this.endpoint.request(MTYPE_GC, Kind.HEARTBEAT, body, Math.max(this.intervalMs * 4, 1000)).then(
       (reply) => {
         if (reply.status === Status.OK) {
+          const t1 = this.now();
           this.lastReplyAt = Date.now();
           const m = decodePayload('membership', reply.payload);
+          if (m && m.now !== undefined && asked) this.noteCollectorTime(t0, m.now, t1);
           if (m && this.onMembership) this.onMembership(m);
+        } else if (reply.status === Status.BAD_REQUEST && asked) {
+          this.clockReports = false;
+          this.log?.warn({}, 'the collector refused a heartbeat with a clock report (an earlier version?): heartbeats go without it, no clock offset is measured');
         } else if (reply.status === Status.FENCED) {
           this.stop();
           this.fenced = true;
