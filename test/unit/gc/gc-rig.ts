@@ -110,6 +110,8 @@ export function makeRig(
     hostId?: string;
     /** The collector's own transport is connected (absent: always). */
     connected?: () => boolean;
+    /** The collector's clock (absent: Date.now). */
+    now?: () => number;
   } = {},
 ): Rig {
   const queue = new LocalQueue(16384, 8192);
@@ -133,6 +135,7 @@ export function makeRig(
       return alive.has(pid);
     },
     ...(options.connected ? { connected: options.connected } : {}),
+    ...(options.now ? { now: options.now } : {}),
     takeOne: (mtype) => queue.take(mtype, 1)[0] ?? null,
     putBack: (mtype, body) => queue.trySend(mtype, body),
     timings: { ...testTimings, ...options.timings },
