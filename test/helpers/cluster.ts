@@ -138,9 +138,14 @@ export class Cluster {
     if (r.code !== 0) throw new Error(`${this.label}: pm2 start failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
 
-  /** Runs one of the operator tools (`dist/ops/<tool>.js`, as `npm run <tool>` does) against this cluster. */
-  ops(tool: string, args: string[], timeoutMs = 20_000): Promise<RunResult> {
-    return runCommand(process.execPath, [join(PROJECT_ROOT, 'dist', 'ops', `${tool}.js`), ...args], { cwd: PROJECT_ROOT, env: this.processEnv(), timeoutMs });
+  /**
+   * Runs one of the operator tools (`dist/ops/<tool>.js`, as `npm run <tool>` does) against this
+   * cluster; `prefix` runs it under a command (e.g. `nsenter --target PID --net --ipc`: on a
+   * namespace host).
+   */
+  ops(tool: string, args: string[], timeoutMs = 20_000, prefix: string[] = []): Promise<RunResult> {
+    const argv = [...prefix, process.execPath, join(PROJECT_ROOT, 'dist', 'ops', `${tool}.js`), ...args];
+    return runCommand(argv[0]!, argv.slice(1), { cwd: PROJECT_ROOT, env: this.processEnv(), timeoutMs });
   }
 
   /**
