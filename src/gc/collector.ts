@@ -99,6 +99,9 @@ export class Collector {
     this.log = options.log;
     this.shards = options.config.shards;
     this.now = options.now ?? Date.now;
+    // A heartbeat past its deadline is looked at rather than dropped: one from another host
+    // whose clock is behind is answered, so that it can measure its offset (membership.ts).
+    this.endpoint.deliverExpired([Kind.HEARTBEAT]);
     this.timings = { ...defaultTimings(options.config), ...options.timings };
     this.table = new ProcessTable({ deadAfterMs: options.config.deadAfterMs, ...(options.config.hostId !== undefined ? { localHost: options.config.hostId } : {}) });
     this.epochs = new EpochKeeper(this.shards, { goneMs: options.config.shardGoneMs ?? 5000, quietMs: options.config.reshardQuietMs ?? 1000 });

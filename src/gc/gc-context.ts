@@ -96,6 +96,8 @@ export interface CollectorCounters {
   disconnectedTicks: number;
   /** Times a process's clock went beyond `clockWarnMs` of the collector's (one warning each). */
   clockSkews: number;
+  /** Heartbeats of another host that arrived past their deadline and were answered (its clock behind ours, or delayed). */
+  lateHeartbeats: number;
 }
 
 export const newCounters = (): CollectorCounters => ({
@@ -103,7 +105,7 @@ export const newCounters = (): CollectorCounters => ({
   sessionEndsUnavailable: 0, removeAttempts: 0, deaths: 0, chatdDeaths: 0, shardDeaths: 0, revived: 0,
   purgeAttempts: 0, purgedEntries: 0, cleanupsDone: 0, drainedMessages: 0, legacyRepliesDrained: 0,
   statusRequests: 0, badRequests: 0, warmupRefusals: 0, stalls: 0, ignoredRecords: 0, refusedIncarnations: 0,
-  epochs: 0, badViewReports: 0, fenced: 0, disconnectedTicks: 0, clockSkews: 0,
+  epochs: 0, badViewReports: 0, fenced: 0, disconnectedTicks: 0, clockSkews: 0, lateHeartbeats: 0,
 });
 
 /** What the collector's parts share: one table, one endpoint, one set of counters. */

@@ -2,7 +2,7 @@ import { Kind, Status } from '../cluster/kinds';
 import { EMPTY, decodePayload, encodePayload, type ClockReport, type HeartbeatPayload, type ViewPayload } from '../cluster/messages';
 import { memberRanges } from '../cluster/ownership';
 import type { ReplyFn } from '../ipc/endpoint';
-import type { InboundRecord } from '../ipc/envelope';
+import { msLeft, type InboundRecord } from '../ipc/envelope';
 import { MTYPE_GC, chatdMtype, shardMtype } from '../ipc/mtypes';
 import { nextClockState } from './clock-skew';
 import type { GcContext } from './gc-context';
@@ -61,6 +61,23 @@ export class Membership {
   onHeartbeat(rec: InboundRecord, reply: ReplyFn): void {
     const ctx = this.ctx;
     const p = decodePayload('heartbeat', rec.payload);
+    const left = rec.deadline === 0 ? 0 : msLeft(rec.deadline);
+    if (left < 0) {
+      // Past its deadline (the endpoint hands heartbeats over anyway). From this host, or not
+      // a valid heartbeat: dropped unanswered as every expired request is. From another host:
+      // its clock may be behind ours by more than the heartbeat's timeout, and our answer
+      // (with `now`) is the only way it can learn that and correct (docs/multi-host.md).
+      if (!p || ctx.table.isLocalHost(p.host)) {
+        ctx.endpoint.counters.expired++;
+        return;
+      }
+      ctx.counters.lateHeartbeats++;
+      ctx.warnOnce(
+        `late-heartbeat:${rec.from}:${rec.fromIncarnation}`,
+        { mtype: rec.from, incarnation: rec.fromIncarnation, host: p.host, lateMs: -left },
+        'heartbeat of another host arrived past its deadline: its clock is behind the collector\'s (or it was delayed); answered, so that it can measure its offset',
+      );
+    }
     if (!p) return this.badRequest(rec, reply, 'bad heartbeat payload');
     const expected = expectedMtype(p);
     if (expected !== rec.from) return this.badRequest(rec, reply, `heartbeat of ${p.role} ${p.index} from mtype ${rec.from}`);

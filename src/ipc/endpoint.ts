@@ -261,6 +261,17 @@ export class Endpoint {
     }
   }
 
+  /**
+   * Requests of these kinds reach the handler even past their deadline; the handler tells
+   * (`msLeft(rec.deadline) < 0`) and decides. Only the collector uses it, for HEARTBEAT: a
+   * heartbeat from a host whose clock is behind arrives "expired", and answering it is how
+   * that host learns its offset (docs/multi-host.md "Clock skew"). Replies are unaffected.
+   */
+  deliverExpired(kinds: readonly number[]): void {
+    this.expiredKinds = kinds.length > 0 ? new Set(kinds) : undefined;
+  }
+  private expiredKinds: ReadonlySet<number> | undefined;
+
   /** Starts receiving this endpoint's mtype. `handler` sees one-way records and requests. */
   start(handler: RecordHandler): Receiver {
     if (this.receiverOf) throw new IpcError('EBUSY', 'endpoint already started');
@@ -661,7 +672,7 @@ export class Endpoint {
         sink.onReply(ctx, status, body, start, at, from, fromIncarnation);
         continue;
       }
-      if (expired) {
+      if (expired && (this.expiredKinds === undefined || !this.expiredKinds.has(kind))) {
         this.counters.expired++;
         continue;
       }

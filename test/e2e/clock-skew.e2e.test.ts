@@ -31,7 +31,7 @@ function libfaketime(): string | undefined {
 }
 
 /** The environment that makes a process's clock SKEW_MS ahead (its monotonic clock left alone: timers stay right). */
-const fakeEnv = (lib: string): string[] => [`LD_PRELOAD=${lib}`, `FAKETIME=+${SKEW_MS / 1000}s`, 'FAKETIME_DONT_FAKE_MONOTONIC=1'];
+const fakeEnv = (lib: string, skewMs = SKEW_MS): string[] => [`LD_PRELOAD=${lib}`, `FAKETIME=${skewMs < 0 ? '-' : '+'}${Math.abs(skewMs) / 1000}s`, 'FAKETIME_DONT_FAKE_MONOTONIC=1'];
 
 interface ProcClock { offset: number; bound: number; applied: boolean; skewed: boolean }
 interface GcStatus {
@@ -98,10 +98,10 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
     }
   });
 
-  /** Host C: two shards (0 and 1), every process 3 s ahead. */
-  async function startHostC(correction: 'on' | 'off'): Promise<Cluster> {
+  /** Host C: two shards (0 and 1), every process `skewMs` ahead (3 s by default; negative: behind). */
+  async function startHostC(correction: 'on' | 'off', skewMs = SKEW_MS): Promise<Cluster> {
     const c = new Cluster({
-      wrap: [...lab!.wrap('c'), 'env', ...fakeEnv(lib)], host: lab!.host('c').address, privateIpc: true, role: 'shards', shards: 2, label: `host-c (correction ${correction})`,
+      wrap: [...lab!.wrap('c'), 'env', ...fakeEnv(lib, skewMs)], host: lab!.host('c').address, privateIpc: true, role: 'shards', shards: 2, label: `host-c (correction ${correction}, ${skewMs} ms)`,
       env: { ...common, HOST_ID: 'host-c', SHARD_BASE: '0', CLOCK_CORRECTION: correction },
     });
     hostsC.push(c);
@@ -129,10 +129,10 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
     }
   }
 
-  /** Host C's shards as gc sees them, each with a clock about SKEW_MS ahead of gc's. */
-  const skewedShards = (s: GcStatus, applied: boolean): boolean => {
+  /** Host C's shards as gc sees them, each with a clock about `skewMs` ahead of gc's. */
+  const skewedShards = (s: GcStatus, applied: boolean, skewMs = SKEW_MS): boolean => {
     const c = s.processes.filter((p) => p.host === 'host-c');
-    return c.length === 2 && c.every((p) => p.clock !== undefined && p.clock.skewed && p.clock.applied === applied && Math.abs(p.clock.offset + SKEW_MS) <= p.clock.bound + 100);
+    return c.length === 2 && c.every((p) => p.clock !== undefined && p.clock.skewed && p.clock.applied === applied && Math.abs(p.clock.offset + skewMs) <= p.clock.bound + 100);
   };
 
   it('with the correction (default) - C\'s shards correct their deadlines by the measured offset: 0 wrong, every find answered; gc shows ~-3000 ms in STATUS, warned once per process; npm run health names them', async () => {
@@ -211,5 +211,25 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
     // gc warned once more per new process of C (not corrected this time).
     const warned = front!.logs(100_000).split('\n').filter((l) => l.includes('process clock differs from the collector')).map((l) => JSON.parse(l.slice(l.indexOf('{'))) as Record<string, unknown>);
     expect(warned.map((w) => w.corrected)).to.deep.equal([true, true, false, false]);
+  });
+
+  it('behind (host C\'s shards restarted 3 s behind, corrected) - gc answers their heartbeats although they arrive past their deadline, they measure +3000 ms and correct: every find right', async () => {
+    await hostsC[hostsC.length - 1]!.stop();
+    await startHostC('on', -SKEW_MS);
+    await front!.waitServing(Date.now() + 60_000);
+    const s = await gcUntil('host C\'s new shards about 3000 ms behind, corrected', 30_000, (x) => skewedShards(x, true, -SKEW_MS));
+    const offsets = s.processes.filter((p) => p.host === 'host-c').map((p) => `${p.clock!.offset}±${p.clock!.bound}`);
+    const t0 = Date.now();
+    const jobs: Promise<string>[] = [];
+    for (let k = 0; k < 1000; k++) {
+      const truth = k % 4 === 3 ? undefined : { name: `Skew${(k * 7) % 30}`, channel: (((k * 7) % 30) % 20) + 1 };
+      const query = truth ? truth.name : `Ghost${k}`;
+      jobs.push(clients[k % clients.length]!.request({ op: 'find', name: query }, CLIENT_TIMEOUT_MS).then((r) => (r.ok === true ? (findProblem(query, truth, r) ?? 'right') : `error ${r.error?.code}`)));
+    }
+    const tally = new Map<string, number>();
+    for (const o of await Promise.all(jobs)) tally.set(o, (tally.get(o) ?? 0) + 1);
+    console.log(`      behind, corrected: C's offsets ${offsets.join(', ')} ms; late heartbeats answered ${s.counters.lateHeartbeats}; 1000 finds -> ${JSON.stringify(Object.fromEntries(tally))} in ${Date.now() - t0} ms`);
+    expect(tally.get('right'), JSON.stringify(Object.fromEntries(tally))).to.equal(1000);
+    expect(s.counters.lateHeartbeats, 'heartbeats answered past their deadline before the correction').to.be.greaterThan(0);
   });
 });

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { Kind, Status } from '../../../src/cluster/kinds';
 import { decodePayload, encodePayload } from '../../../src/cluster/messages';
 import { nextClockState } from '../../../src/gc/clock-skew';
-import { Endpoint, LocalQueue, LocalTransport, MTYPE_GC, clusterClock, shardMtype } from '../../../src/ipc';
+import { Endpoint, LocalQueue, LocalTransport, MTYPE_GC, clusterClock, decodeEnvelope, deadlineIn, encodeEnvelope, shardMtype, type InboundRecord } from '../../../src/ipc';
 import { Heartbeat } from '../../../src/runtime/heartbeat';
 import { clockProblems } from '../../../ops/health';
 import { waitFor } from '../../helpers/wait';
@@ -143,6 +143,44 @@ describe('gc - clock skew of the processes (docs/multi-host.md)', function () {
       expect(c).to.include({ applied: false, skewed: false });
       expect(clusterClock.offsetMs).to.equal(0);
       expect(linesWith(rig.lines, SKEWED)).to.have.length(0);
+    });
+
+    it('behind - a heartbeat of another host past its deadline (its clock behind) is answered with `now`, warned once; one of this host is dropped unanswered as before', async () => {
+      rig = makeRig({ shards: 2, hostId: 'host-a' });
+      const raw = new LocalTransport(rig.queue);
+      const got: InboundRecord[] = [];
+      raw.receive(shardMtype(1), (batch) => {
+        for (const m of batch) {
+          const d = decodeEnvelope(m.body);
+          if (d.ok) got.push(...d.records);
+        }
+      });
+      closers.push(() => raw.close());
+      const send = (reqId: number, host: string | undefined, deadline: number): void =>
+        raw.send(MTYPE_GC, encodeEnvelope({ from: shardMtype(1), fromIncarnation: 77, toIncarnation: 0 }, [
+          { kind: Kind.HEARTBEAT, reqId, deadline, payload: encodePayload('heartbeat', { role: 'channeld', index: 1, pid: 999, ...(host ? { host } : {}), clock: {} }) },
+        ]));
+      const expired = (): number => (rig!.collector.status().endpoint as Record<string, number>).expired!;
+      const expiredBefore = expired();
+      // This host's process (no host named, then host-a), 3 s past: dropped, counted, unanswered.
+      send(1, undefined, deadlineIn(-3000));
+      send(2, 'host-a', deadlineIn(-3000));
+      // Another host's, 3 s past (its clock is 3 s behind ours): answered, with our time.
+      send(3, 'host-c', deadlineIn(-3000));
+      send(4, 'host-c', deadlineIn(-2900));
+      await waitFor(() => got.length >= 2, 2000, 5, 'answers');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(got.map((r) => r.reqId)).to.deep.equal([3, 4]);
+      expect(got[0]!.status).to.equal(Status.OK);
+      const m = decodePayload('membership', got[0]!.payload)!;
+      expect(Math.abs(m.now! - Date.now())).to.be.below(1000);
+      expect(expired() - expiredBefore).to.equal(2);
+      const counters = rig.collector.status().counters as Record<string, number>;
+      expect(counters.lateHeartbeats).to.equal(2);
+      const warned = linesWith(rig.lines, 'heartbeat of another host arrived past its deadline: its clock is behind the collector\'s (or it was delayed); answered, so that it can measure its offset');
+      expect(warned).to.have.length(1);
+      expect(warned[0]).to.deep.include({ host: 'host-c', mtype: shardMtype(1) });
+      expect(warned[0]!.lateMs as number).to.be.within(2990, 3500);
     });
 
     it('mixed versions - a heartbeat without `clock` (an earlier process) gets no `now`; one with it does', async () => {
