@@ -20,6 +20,8 @@ import { CLIENT_TIMEOUT_MS, findProblem } from './find-load';
  * sends them arrives already past its deadline and is dropped: finds end TIMEOUT. With it,
  * the shards measure the offset from their heartbeats and correct their deadlines: every find
  * answered right. gc shows the offset in STATUS, warns once, and `npm run health` names it.
+ * Last, C 3 s behind (FAKETIME=-3s): its first heartbeats reach gc past their deadline, gc
+ * answers them anyway (another host's), and the shards correct from there.
  */
 
 const SKEW_MS = 3000;
