@@ -18,17 +18,6 @@ fail() {
   exit 1
 }
 
-if command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; then exit 0; fi
-echo "setup-netns: ip (iproute2) is missing; installing Debian's iproute2 package" >&2
-if [ "$(id -u)" -ne 0 ]; then
-  fail "not root: install it yourself (apt-get install -y iproute2); the namespace tests need root anyway"
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  fail "no apt-get on this machine: install iproute2"
-fi
-export DEBIAN_FRONTEND=noninteractive
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }; then
-  fail "apt-get install iproute2 failed (see above)"
-fi
-command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || fail "iproute2 installed but ip is not there"
-echo "setup-netns: installed $(ip -V 2>/dev/null || echo iproute2)" >&2
+. "$(dirname "$0")/lib-apt.sh"
+have_ip() { command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; }
+apt_install setup-netns iproute2 have_ip

@@ -20,22 +20,6 @@ fail() {
   exit 1
 }
 
-if [ -x "$CHROMIUM" ]; then
-  exit 0
-fi
-
-echo "setup-test-deps: $CHROMIUM is missing; installing Debian's chromium package" >&2
-if [ "$(id -u)" -ne 0 ]; then
-  fail "not root: install it yourself (apt-get install -y chromium) or set CHROMIUM_PATH"
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  fail "no apt-get on this machine: install chromium and set CHROMIUM_PATH"
-fi
-export DEBIAN_FRONTEND=noninteractive
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; then
-  fail "apt-get install chromium failed (see above)"
-fi
-if [ ! -x "$CHROMIUM" ]; then
-  fail "chromium installed but $CHROMIUM is not there"
-fi
-echo "setup-test-deps: installed $("$CHROMIUM" --version 2>/dev/null || echo chromium)" >&2
+. "$(dirname "$0")/lib-apt.sh"
+have_chromium() { [ -x "$CHROMIUM" ]; }
+apt_install setup-test-deps chromium have_chromium

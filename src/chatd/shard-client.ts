@@ -218,28 +218,24 @@ export class ShardClient {
    * flight under its epoch until answered: a hand-over waits for it (epoch-follower.ts).
    */
   async login(name: string, session: number, channel: number): Promise<void> {
-    const view = this.route();
-    this.follower.begin(view.epoch);
-    let r: Reply;
-    try {
-      r = await this.call(view.ownerOfKey(normalizeName(name)), Kind.LOGIN, 'login', { name, session, channel, epoch: view.epoch });
-    } finally {
-      this.follower.end(view.epoch);
-    }
+    const r = await this.epochCall(Kind.LOGIN, 'login', name, session, channel);
     if (r.status === Status.NAME_TAKEN) throw new ClientError(ClientErrorCode.NAME_TAKEN, `${name} is online already`);
     this.expectOk(r);
   }
 
   async move(name: string, session: number, channel: number): Promise<void> {
+    this.expectOk(await this.epochCall(Kind.MOVE, 'move', name, session, channel));
+  }
+
+  /** A LOGIN or MOVE to the name's owner under the current epoch, counted in flight under it until answered. */
+  private async epochCall(kind: typeof Kind.LOGIN | typeof Kind.MOVE, payload: 'login' | 'move', name: string, session: number, channel: number): Promise<Reply> {
     const view = this.route();
     this.follower.begin(view.epoch);
-    let r: Reply;
     try {
-      r = await this.call(view.ownerOfKey(normalizeName(name)), Kind.MOVE, 'move', { name, session, channel, epoch: view.epoch });
+      return await this.call(view.ownerOfKey(normalizeName(name)), kind, payload, { name, session, channel, epoch: view.epoch });
     } finally {
       this.follower.end(view.epoch);
     }
-    this.expectOk(r);
   }
 
   /**

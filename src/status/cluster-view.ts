@@ -1,4 +1,4 @@
-import type { Latency, ProcessFigures, Role } from './process-figures';
+import type { Latency, Membership, ProcessFigures, Role } from './process-figures';
 
 /** One process the status app asks for STATUS. */
 export interface Target {
@@ -86,6 +86,8 @@ export interface Snapshot {
   readonly queue: QueueFigures;
   readonly processes: readonly ProcessRow[];
   readonly sessionsPerChannel: Readonly<Record<string, number>> | null;
+  /** gc's membership epoch in its last answer (null before it answered with one). */
+  readonly membership: Membership | null;
   readonly point: Point;
   /** `healthy` when the queue is usable and every process answers; `degraded` when some do; `down` when none does or the queue is unusable. */
   readonly cluster: 'healthy' | 'degraded' | 'down';
@@ -109,6 +111,7 @@ export class ClusterView {
   private readonly memory = new Map<string, Memory>();
   private readonly points: Point[] = [];
   private last: Snapshot | undefined;
+  private membership: Membership | null = null;
 
   constructor(private readonly historyPoints = 300) {}
 
@@ -118,6 +121,7 @@ export class ClusterView {
     for (const a of poll.answers) {
       seen.add(a.target.key);
       rows.push(this.apply(poll.at, a));
+      if (a.outcome === 'ok' && a.figures?.membership) this.membership = a.figures.membership;
     }
     // A target no longer asked (a chatD instance gc stopped listing): dropped from the view.
     for (const key of [...this.memory.keys()]) if (!seen.has(key)) this.memory.delete(key);
@@ -128,7 +132,7 @@ export class ClusterView {
     if (this.points.length > this.historyPoints) this.points.splice(0, this.points.length - this.historyPoints);
     const answering = rows.filter((r) => r.state === 'up').length;
     const cluster = poll.queue.state !== 'ok' || answering === 0 ? 'down' : answering === rows.length ? 'healthy' : 'degraded';
-    this.last = { at: poll.at, queue: poll.queue, processes: rows, sessionsPerChannel, point, cluster };
+    this.last = { at: poll.at, queue: poll.queue, processes: rows, sessionsPerChannel, membership: this.membership, point, cluster };
     return this.last;
   }
 

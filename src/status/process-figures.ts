@@ -29,6 +29,17 @@ export interface ProcessFigures {
   readonly state?: string;
   /** gc: the processes its heartbeats show alive, as mtype and role. */
   readonly live?: readonly { mtype: number; role: string; index: number; pid?: number }[];
+  /** gc: the membership epoch it decided (docs/resharding.md): which shards own the names now. */
+  readonly membership?: Membership;
+}
+
+/** The collector's membership epoch, as its STATUS gives it. */
+export interface Membership {
+  readonly epoch: number;
+  /** Shard indexes, ascending. */
+  readonly members: readonly number[];
+  /** Every live process is at this epoch and done with its hand-over. */
+  readonly settled: boolean;
 }
 
 /** Bounds on what one reply may put into the view (a broken or hostile process cannot blow it up). */
@@ -85,6 +96,15 @@ function liveOf(v: unknown): ProcessFigures['live'] {
   return out;
 }
 
+/** gc's `epoch` object: a u32 epoch from 1, 1-LIMITS.live shard indexes below 900; else undefined. */
+function membershipOf(v: unknown): Membership | undefined {
+  if (!isObject(v) || !finite(v.epoch) || !Number.isInteger(v.epoch) || v.epoch < 1 || v.epoch > 0xffff_ffff) return undefined;
+  const m = v.members;
+  if (!Array.isArray(m) || m.length === 0 || m.length > LIMITS.live) return undefined;
+  if (!m.every((x) => Number.isInteger(x) && x >= 0 && x < 900)) return undefined;
+  return { epoch: v.epoch, members: [...new Set(m as number[])].sort((a, b) => a - b), settled: v.settled === true };
+}
+
 /** Reads one STATUS reply of a process of `role`. */
 export function figuresOf(role: Role, status: Record<string, unknown>): ProcessFigures {
   const m = isObject(status.metrics) ? status.metrics : undefined;
@@ -92,6 +112,7 @@ export function figuresOf(role: Role, status: Record<string, unknown>): ProcessF
   const uptimeS = finite(status.uptimeS) ? status.uptimeS : finite(status.uptimeMs) ? status.uptimeMs / 1000 : undefined;
   const state = typeof status.state === 'string' ? status.state.slice(0, 32) : undefined;
   const live = role === 'gc' ? liveOf(status.processes) : undefined;
+  const membership = role === 'gc' ? membershipOf(status.epoch) : undefined;
   let counters: Record<string, number>;
   let gauges: Record<string, number>;
   if (m) {
@@ -112,6 +133,10 @@ export function figuresOf(role: Role, status: Record<string, unknown>): ProcessF
       gauges.processes = status.processes;
     }
   }
+  if (membership) {
+    // Also as figures, so /metrics and the page's gauges carry them.
+    gauges = { ...gauges, epoch: membership.epoch, members: membership.members.length, settled: membership.settled ? 1 : 0 };
+  }
   const latency = m ? latencyOf(m.latency) : undefined;
   const sessionsPerChannel = m ? channelsOf(m.sessionsPerChannel) : undefined;
   return {
@@ -123,5 +148,6 @@ export function figuresOf(role: Role, status: Record<string, unknown>): ProcessF
     ...(sessionsPerChannel ? { sessionsPerChannel } : {}),
     ...(state !== undefined ? { state } : {}),
     ...(live ? { live } : {}),
+    ...(membership ? { membership } : {}),
   };
 }

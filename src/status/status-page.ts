@@ -45,6 +45,7 @@ export const STATUS_PAGE = `<!doctype html>
   <span id="cluster" class="badge unknown">connecting</span>
   <span id="queue" class="dim">queue: …</span>
   <span id="sessions" class="dim">sessions: …</span>
+  <span id="membership" class="dim">membership: …</span>
   <span id="feed" class="dim">feed: connecting</span>
   <span id="updated" class="dim"></span>
 </header>
@@ -116,6 +117,11 @@ export const STATUS_PAGE = `<!doctype html>
       : 'queue ' + q.key + ': ' + q.state + (q.problem ? ' (' + q.problem + ')' : ''));
     el('queue').className = q.state === 'ok' ? 'dim' : 'down';
     text(el('sessions'), 'sessions: ' + fmt(s.point.sessions));
+    var m = s.membership;
+    text(el('membership'), m
+      ? 'epoch ' + m.epoch + ': shards ' + m.members.join(', ') + (m.settled ? '' : ' (handing over)')
+      : 'membership: –');
+    el('membership').className = m && !m.settled ? 'degraded' : 'dim';
     text(el('updated'), 'updated ' + new Date(s.at).toLocaleTimeString());
   }
 

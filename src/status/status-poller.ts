@@ -27,13 +27,14 @@ export interface PollerTimings {
 export const defaultPollerTimings: PollerTimings = Object.freeze({ intervalMs: 1000, timeoutMs: 800, maxBackoffMs: 5000 });
 
 /**
- * The processes the configuration says exist, plus every chatD instance and every shard gc's
- * heartbeats show (after `pm2 scale channeld N` a shard's index may be CHANNELD_SHARDS or
- * above: docs/resharding.md).
+ * gc, the shards of gc's membership epoch (before gc has named one: shards 0..CHANNELD_SHARDS-1),
+ * plus every chatD instance and every shard gc's heartbeats show. After `pm2 scale channeld N`
+ * the shards are any indexes, and the first CHANNELD_SHARDS may be gone for good
+ * (docs/resharding.md): a shard neither a member nor live is not asked.
  */
-export function targetsFor(shards: number, gcLive: readonly { mtype: number; role: string; index: number }[] = []): Target[] {
+export function targetsFor(shards: number, gcLive: readonly { mtype: number; role: string; index: number }[] = [], members?: readonly number[]): Target[] {
   const out: Target[] = [{ key: 'gc', role: 'gc', index: 0, mtype: MTYPE_GC }];
-  const shardSet = new Set<number>(Array.from({ length: shards }, (_, i) => i));
+  const shardSet = new Set<number>(members && members.length > 0 ? members : Array.from({ length: shards }, (_, i) => i));
   const chatds = new Set<number>([0]);
   for (const p of gcLive) {
     if (p.role === 'chatd' && p.mtype >= MTYPE_CHATD_BASE && p.mtype < MTYPE_CHATD_BASE + MAX_CHATD) chatds.add(p.mtype - MTYPE_CHATD_BASE);
@@ -65,6 +66,7 @@ export class StatusPoller {
   private link: Link | undefined;
   private readonly backoff = new Map<string, { misses: number; nextAt: number }>();
   private gcLive: readonly { mtype: number; role: string; index: number }[] = [];
+  private gcMembers: readonly number[] | undefined;
   private lastQueueState: string | undefined;
   private readonly reported = new Map<string, string>();
   private readonly me = toolMtype();
@@ -79,7 +81,7 @@ export class StatusPoller {
   /** One round. Never throws. */
   async poll(now = Date.now()): Promise<Poll> {
     const queue = this.openQueue();
-    const targets = targetsFor(this.config.shards, this.gcLive);
+    const targets = targetsFor(this.config.shards, this.gcLive, this.gcMembers);
     // Over NATS (TRANSPORT=nats) the processes answer STATUS there; the host queue only has figures.
     const link = this.overNats ? await this.natsLink() : this.link;
     if (!link || (!this.overNats && queue.state !== 'ok')) {
@@ -89,6 +91,7 @@ export class StatusPoller {
     const answers = await Promise.all(targets.map((t) => this.ask(link, t, now)));
     const gc = answers.find((a) => a.target.role === 'gc' && a.outcome === 'ok');
     if (gc?.figures?.live) this.gcLive = gc.figures.live;
+    if (gc?.figures?.membership) this.gcMembers = gc.figures.membership.members;
     for (const a of answers) this.report(a);
     return { at: now, queue, answers };
   }

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { ChatClient, Reply } from '../helpers/chat-client';
+import { expectEachReplyOnce, percentile } from './e2e-support';
 import { sleep } from '../helpers/cluster';
-import { percentile } from './e2e-support';
 
 /**
  * A checked load of finds for the fault suites (NATS, several hosts): loops of finds in flight
@@ -125,4 +125,44 @@ export async function everyoneFoundWithin(clients: ChatClient[], characters: Cha
     if (Date.now() - t0 > timeoutMs) throw new Error(`${missing.length} connected characters not found after ${timeoutMs} ms: ${JSON.stringify(missing.slice(0, 3))}`);
     await sleep(100);
   }
+}
+
+/**
+ * Logs in `count` characters, one fresh connection each (`connect`), named by `nameOf(i)` on
+ * channels 1-20; pushes them to `clients` and `characters`.
+ */
+export async function loginCharacters(
+  connect: () => Promise<ChatClient>,
+  count: number,
+  nameOf: (i: number) => string,
+  clients: ChatClient[],
+  characters: Character[],
+): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const ch = { name: nameOf(i), channel: (i % 20) + 1 };
+    const client = await connect();
+    const r = await client.request({ op: 'login', name: ch.name, channel: ch.channel });
+    expect(r, JSON.stringify(r)).to.deep.include({ ok: true });
+    clients.push(client);
+    characters.push(ch);
+  }
+}
+
+/**
+ * `total` finds sent at once over `clients` (a quarter of them for names nobody uses), every
+ * answer checked and every reply counted once; the ms they took.
+ */
+export async function concurrentFinds(clients: ChatClient[], characters: Character[], total: number): Promise<number> {
+  const t0 = performance.now();
+  const jobs: Promise<string | undefined>[] = [];
+  for (let k = 0; k < total; k++) {
+    const truth = k % 4 === 3 ? undefined : characters[(k * 7) % characters.length]!;
+    const query = truth ? truth.name : `Ghost${k}`;
+    jobs.push(clients[k % clients.length]!.request({ op: 'find', name: query }, CLIENT_TIMEOUT_MS).then((r) => (r.ok === true ? findProblem(query, truth, r) : `error ${r.error?.code}`)));
+  }
+  const problems = (await Promise.all(jobs)).filter((p) => p !== undefined);
+  const ms = performance.now() - t0;
+  expect(problems.slice(0, 5), `${problems.length} problem(s)`).to.deep.equal([]);
+  for (const cl of clients) expectEachReplyOnce(cl);
+  return ms;
 }

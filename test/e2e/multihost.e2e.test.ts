@@ -10,7 +10,7 @@ import { Cluster, isAlive, namesOnShard, sleep } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
 import { NetnsLab, leftoverLinks, leftoverNamespaces, netnsUnavailable, sweepStale } from '../helpers/netns';
 import { expectEachReplyOnce } from './e2e-support';
-import { CLIENT_TIMEOUT_MS, type Character, describeOutcome, everyoneFoundWithin, expectEveryoneOnline, findProblem, underLoad } from './find-load';
+import { CLIENT_TIMEOUT_MS, type Character, describeOutcome, everyoneFoundWithin, concurrentFinds, expectEveryoneOnline, loginCharacters, underLoad } from './find-load';
 
 /**
  * The cluster across three "hosts" (docs/multi-host.md): network namespaces made here, joined
@@ -159,25 +159,9 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
   });
 
   it(`load - ${CHARACTERS} characters, 6,000 concurrent finds from the test's namespace across the link, every answer right`, async () => {
-    for (let i = 0; i < CHARACTERS; i++) {
-      const ch = { name: i % 2 ? `Host${i}` : `원격${i}`, channel: (i % 20) + 1 };
-      const client = await A().client({ requestTimeoutMs: CLIENT_TIMEOUT_MS });
-      const r = await client.request({ op: 'login', name: ch.name, channel: ch.channel });
-      expect(r, JSON.stringify(r)).to.deep.include({ ok: true });
-      clients.push(client);
-      characters.push(ch);
-    }
-    const t0 = performance.now();
-    const jobs: Promise<string | undefined>[] = [];
-    for (let k = 0; k < 6000; k++) {
-      const truth = k % 4 === 3 ? undefined : characters[(k * 7) % CHARACTERS]!;
-      const query = truth ? truth.name : `Ghost${k}`;
-      jobs.push(clients[k % CHARACTERS]!.request({ op: 'find', name: query }, CLIENT_TIMEOUT_MS).then((r) => (r.ok === true ? findProblem(query, truth, r) : `error ${r.error?.code}`)));
-    }
-    const problems = (await Promise.all(jobs)).filter((p) => p !== undefined);
-    console.log(`      multi-host load: 6000 finds in ${(performance.now() - t0).toFixed(0)} ms`);
-    expect(problems.slice(0, 5), `${problems.length} problem(s)`).to.deep.equal([]);
-    for (const cl of clients) expectEachReplyOnce(cl);
+    await loginCharacters(() => A().client({ requestTimeoutMs: CLIENT_TIMEOUT_MS }), CHARACTERS, (i) => (i % 2 ? `Host${i}` : `원격${i}`), clients, characters);
+    const ms = await concurrentFinds(clients, characters, 6000);
+    console.log(`      multi-host load: 6000 finds in ${ms.toFixed(0)} ms`);
   });
 
   it('NATS server restarted under load - 0 wrong, 0 hung; nobody declared dead or fenced (an outage is not a death), no process restarted', async () => {

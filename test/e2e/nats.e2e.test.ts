@@ -6,7 +6,7 @@ import type { ChatClient } from '../helpers/chat-client';
 import { Cluster, PROJECT_ROOT, sleep } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
 import { cleanupChecks, expectEachReplyOnce } from './e2e-support';
-import { CLIENT_TIMEOUT_MS, type Character, describeOutcome, expectEveryoneOnline as everyoneOnline, findProblem, underLoad as loadWith } from './find-load';
+import { CLIENT_TIMEOUT_MS, type Character, describeOutcome, expectEveryoneOnline as everyoneOnline, concurrentFinds, loginCharacters, underLoad as loadWith } from './find-load';
 
 /**
  * The whole cluster under PM2 with TRANSPORT=nats: chatD, 2 shards and gc talk over a real
@@ -75,26 +75,9 @@ describe('NATS transport (e2e): the cluster under PM2 with TRANSPORT=nats', func
   });
 
   it(`load - ${CHARACTERS} characters, 6,000 concurrent finds, every answer right`, async () => {
-    for (let i = 0; i < CHARACTERS; i++) {
-      const ch = { name: i % 2 ? `NatsLoad${i}` : `부하${i}`, channel: (i % 20) + 1 };
-      const client = await c().client({ requestTimeoutMs: CLIENT_TIMEOUT_MS });
-      const r = await client.request({ op: 'login', name: ch.name, channel: ch.channel });
-      expect(r, JSON.stringify(r)).to.deep.include({ ok: true });
-      clients.push(client);
-      characters.push(ch);
-    }
-    const t0 = performance.now();
-    const jobs: Promise<string | undefined>[] = [];
-    for (let k = 0; k < 6000; k++) {
-      const offline = k % 4 === 3;
-      const truth = offline ? undefined : characters[(k * 7) % CHARACTERS]!;
-      const query = truth ? truth.name : `Ghost${k}`;
-      jobs.push(clients[k % CHARACTERS]!.request({ op: 'find', name: query }, CLIENT_TIMEOUT_MS).then((r) => (r.ok === true ? findProblem(query, truth, r) : `error ${r.error?.code}`)));
-    }
-    const problems = (await Promise.all(jobs)).filter((p) => p !== undefined);
-    console.log(`      nats load: 6000 finds in ${(performance.now() - t0).toFixed(0)} ms`);
-    expect(problems.slice(0, 5), `${problems.length} problem(s)`).to.deep.equal([]);
-    for (const cl of clients) expectEachReplyOnce(cl);
+    await loginCharacters(() => c().client({ requestTimeoutMs: CLIENT_TIMEOUT_MS }), CHARACTERS, (i) => (i % 2 ? `NatsLoad${i}` : `부하${i}`), clients, characters);
+    const ms = await concurrentFinds(clients, characters, 6000);
+    console.log(`      nats load: 6000 finds in ${ms.toFixed(0)} ms`);
   });
 
   it('legacy - mtypes 1 and 2 stay on the host\'s SysV queue (MQ_KEY): a C peer\'s /찾기 is answered there', async () => {

@@ -5,6 +5,7 @@ import { OwnershipView } from '../../src/cluster/ownership';
 import { shardMtype } from '../../src/ipc/mtypes';
 import { EpochWatch } from '../helpers/epoch-watch';
 import { NatsServer } from '../helpers/nats-server';
+import { parsePrometheusText, sampleValue } from '../helpers/prom-text';
 import type { ChatClient } from '../helpers/chat-client';
 import { PROJECT_ROOT, sleep, useCluster } from '../helpers/cluster';
 import { cleanupChecks } from './e2e-support';
@@ -176,6 +177,19 @@ for (const over of ['sysv', 'nats'] as const) describe(`resharding (e2e, ${over}
     const report = JSON.parse(h.stdout) as { healthy: boolean; problems: string[]; answered: { label: string }[] };
     expect(report.problems).to.deep.equal([]);
     expect(report.answered.map((a) => a.label).filter((l) => l.startsWith('channeld'))).to.deep.equal(view.members.map((m) => `channeld shard ${m}`));
+
+    // The status app asks the shards of the epoch too: healthy (shards 0, 1, 2 are gone, not
+    // "not answering"), and /metrics carries the epoch and its member count.
+    let hz: { cluster: string; notAnswering: string[] } | undefined;
+    for (let t0 = Date.now(); Date.now() - t0 < 15_000; await sleep(200)) {
+      hz = (await (await fetch(`${c.statusUrl}/healthz`)).json()) as { cluster: string; notAnswering: string[] };
+      if (hz.cluster === 'healthy') break;
+    }
+    expect(hz, 'status app /healthz').to.deep.include({ cluster: 'healthy', notAnswering: [] });
+    const prom = parsePrometheusText(await (await fetch(`${c.statusUrl}/metrics`)).text());
+    expect(sampleValue(prom, 'chatd_cluster_epoch', { role: 'gc' })).to.equal(view.epoch);
+    expect(sampleValue(prom, 'chatd_cluster_members', { role: 'gc' })).to.equal(3);
+    expect(sampleValue(prom, 'chatd_cluster_settled', { role: 'gc' })).to.equal(1);
     for (const h of holders) await h.destroy();
 
     if (over === 'sysv') {

@@ -133,7 +133,35 @@ describe('status - figuresOf reads STATUS replies defensively', () => {
   });
 });
 
+describe('status - membership (gc\'s epoch)', () => {
+  it('gc\'s epoch becomes `membership` and three gauges; junk is ignored', () => {
+    const f = figuresOf('gc', { epoch: { epoch: 8, members: [5, 3, 4], settled: true }, processes: [] });
+    expect(f.membership).to.deep.equal({ epoch: 8, members: [3, 4, 5], settled: true });
+    expect(f.gauges).to.include({ epoch: 8, members: 3, settled: 1 });
+    expect(figuresOf('gc', { epoch: { epoch: 9, members: [3], settled: false } }).gauges).to.include({ settled: 0 });
+    for (const junk of [{ epoch: 0, members: [1] }, { epoch: 2, members: [] }, { epoch: 2, members: [900] }, { epoch: 2, members: [1.5] }, { epoch: 'x', members: [1] }, 7, null]) {
+      expect(figuresOf('gc', { epoch: junk } as Record<string, unknown>).membership, JSON.stringify(junk)).to.equal(undefined);
+    }
+    expect(figuresOf('channeld', { epoch: { epoch: 8, members: [1], settled: true } }).membership, 'only gc speaks for the membership').to.equal(undefined);
+  });
+
+  it('the snapshot keeps the last membership gc gave', () => {
+    const v = new ClusterView();
+    const gc = { key: 'gc', role: 'gc' as const, index: 0, mtype: 3 };
+    const ok = (at: number, epoch: number) => ({ at, queue: QUEUE, answers: [{ target: gc, outcome: 'ok' as const, figures: figuresOf('gc', { epoch: { epoch, members: [0, 1], settled: true } }) }] });
+    expect(v.update({ at: 0, queue: QUEUE, answers: [{ target: gc, outcome: 'timeout' as const }] }).membership).to.equal(null);
+    expect(v.update(ok(1000, 4)).membership).to.deep.equal({ epoch: 4, members: [0, 1], settled: true });
+    expect(v.update({ at: 2000, queue: QUEUE, answers: [{ target: gc, outcome: 'timeout' as const }] }).membership?.epoch).to.equal(4);
+  });
+});
+
 describe('status - targetsFor', () => {
+  it('once gc names the members: those shards, not 0..CHANNELD_SHARDS-1 (scaled down to 3, 4, 5)', () => {
+    const live = [{ mtype: 103, role: 'channeld', index: 3 }, { mtype: 104, role: 'channeld', index: 4 }, { mtype: 106, role: 'channeld', index: 6 }];
+    expect(targetsFor(2, live, [3, 4, 5]).map((t) => t.key)).to.deep.equal(['gc', 'channeld/3', 'channeld/4', 'channeld/5', 'channeld/6', 'chatd/0']);
+    expect(targetsFor(2, [], []).map((t) => t.key), 'no members named: the configured shards').to.deep.equal(['gc', 'channeld/0', 'channeld/1', 'chatd/0']);
+  });
+
   it('gc, every configured shard, chatD 0, and every chatD instance gc lists', () => {
     expect(targetsFor(2).map((t) => [t.key, t.mtype])).to.deep.equal([['gc', 3], ['channeld/0', 100], ['channeld/1', 101], ['chatd/0', 1000]]);
     const more = targetsFor(1, [{ mtype: 1002, role: 'chatd', index: 2 }, { mtype: 100, role: 'channeld', index: 0 }, { mtype: 5_000_000, role: 'chatd', index: 9 }]);
