@@ -18,18 +18,12 @@ fail() {
   exit 1
 }
 
-for d in /usr/lib/x86_64-linux-gnu/faketime /usr/lib/aarch64-linux-gnu/faketime /usr/lib/faketime /usr/local/lib/faketime; do
-  [ -e "$d/libfaketimeMT.so.1" ] && exit 0
-done
-echo "setup-faketime: libfaketime is missing; installing Debian's faketime package" >&2
-if [ "$(id -u)" -ne 0 ]; then
-  fail "not root: install it yourself (apt-get install -y faketime)"
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  fail "no apt-get on this machine: install libfaketime"
-fi
-export DEBIAN_FRONTEND=noninteractive
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends faketime >/dev/null; }; then
-  fail "apt-get install faketime failed (see above)"
-fi
-echo "setup-faketime: installed $(dpkg-query -W -f='${Package} ${Version}' libfaketime 2>/dev/null || echo libfaketime)" >&2
+. "$(dirname "$0")/lib-apt.sh"
+have_libfaketime() {
+  local d
+  for d in /usr/lib/x86_64-linux-gnu/faketime /usr/lib/aarch64-linux-gnu/faketime /usr/lib/faketime /usr/local/lib/faketime; do
+    [ -e "$d/libfaketimeMT.so.1" ] && return 0
+  done
+  return 1
+}
+apt_install setup-faketime faketime have_libfaketime

@@ -1,13 +1,9 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { Kind, Status } from '../../src/cluster/kinds';
-import { EMPTY, decodePayload } from '../../src/cluster/messages';
-import { Endpoint, newIncarnation } from '../../src/ipc';
-import { MTYPE_GC, toolMtype } from '../../src/ipc/mtypes';
-import { NatsTransport } from '../../src/ipc/nats/nats-transport';
 import type { ChatClient } from '../helpers/chat-client';
-import { Cluster, namesOnShard, sleep } from '../helpers/cluster';
+import { EpochWatch } from '../helpers/epoch-watch';
+import { Cluster, namesOnShard } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
 import { NetnsLab, netnsUnavailable, sweepStale } from '../helpers/netns';
 import { CLIENT_TIMEOUT_MS, findProblem } from './find-load';
@@ -48,8 +44,7 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
   let nats: NatsServer | undefined;
   let front: Cluster | undefined;
   const hostsC: Cluster[] = [];
-  let toolTransport: NatsTransport | undefined;
-  let tool: Endpoint | undefined;
+  let watch: EpochWatch | undefined;
   const clients: ChatClient[] = [];
   let lib = '';
   let common: Record<string, string> = {};
@@ -78,9 +73,7 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
     front = new Cluster({ wrap: lab.wrap('a'), host: lab.host('a').address, privateIpc: true, role: 'front', shards: 2, label: 'host-a', env: { ...common, HOST_ID: 'host-a' } });
     await front.launch();
     await front.waitOnline(Date.now() + 60_000);
-    toolTransport = await NatsTransport.connect({ url: nats.url, cluster: `cs${process.pid}`, name: 'clock-skew e2e tool' });
-    tool = new Endpoint(toolTransport, { mtype: toolMtype(), incarnation: newIncarnation(), maxBatchBytes: 4096 });
-    tool.start(() => {});
+    watch = await EpochWatch.open({ nats: { url: nats.url, cluster: `cs${process.pid}` } });
   });
 
   after(async function () {
@@ -88,8 +81,7 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
     const failed = this.test?.parent?.tests.some((t) => t.state === 'failed') ?? false;
     try {
       for (const cl of clients) await cl.destroy().catch(() => {});
-      await tool?.close().catch(() => {});
-      await toolTransport?.close().catch(() => {});
+      await watch?.close().catch(() => {});
       for (const c of [front, ...hostsC]) {
         if (c && !c.stopped) await c.stop();
         if (c && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\n${c.label} logs:\n${c.finalLogs}\n`);
@@ -112,24 +104,8 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
     return c;
   }
 
-  async function gcStatus(): Promise<GcStatus | undefined> {
-    try {
-      const r = await tool!.request(MTYPE_GC, Kind.STATUS, EMPTY, 1500);
-      return r.status === Status.OK ? (decodePayload('status', r.payload) as unknown as GcStatus) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  async function gcUntil(what: string, timeoutMs: number, ok: (s: GcStatus) => boolean): Promise<GcStatus> {
-    const t0 = Date.now();
-    for (;;) {
-      const s = await gcStatus();
-      if (s && ok(s)) return s;
-      if (Date.now() - t0 > timeoutMs) throw new Error(`gc: ${what} not seen after ${timeoutMs} ms (last: ${JSON.stringify(s?.processes)})`);
-      await sleep(100);
-    }
-  }
+  const gcUntil = async (what: string, timeoutMs: number, ok: (s: GcStatus) => boolean): Promise<GcStatus> =>
+    (await watch!.gcUntil<GcStatus>(what, timeoutMs, ok, (s) => s?.processes)).status;
 
   /** Host C's shards as gc sees them, each with a clock about `skewMs` ahead of gc's. */
   const skewedShards = (s: GcStatus, applied: boolean, skewMs = SKEW_MS): boolean => {

@@ -1,11 +1,7 @@
 import { expect } from 'chai';
 import { readlinkSync } from 'node:fs';
-import { Kind, Status } from '../../src/cluster/kinds';
-import { EMPTY, decodePayload } from '../../src/cluster/messages';
-import { Endpoint, newIncarnation } from '../../src/ipc';
-import { MTYPE_GC, toolMtype } from '../../src/ipc/mtypes';
-import { NatsTransport } from '../../src/ipc/nats/nats-transport';
 import type { ChatClient } from '../helpers/chat-client';
+import { EpochWatch } from '../helpers/epoch-watch';
 import { Cluster, isAlive, namesOnShard, sleep } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
 import { NetnsLab, leftoverLinks, leftoverNamespaces, netnsUnavailable, sweepStale } from '../helpers/netns';
@@ -39,8 +35,7 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
   let front: Cluster | undefined;
   let hostB: Cluster | undefined;
   let hostC: Cluster | undefined;
-  let toolTransport: NatsTransport | undefined;
-  let tool: Endpoint | undefined;
+  let watch: EpochWatch | undefined;
   const characters: Character[] = [];
   const clients: ChatClient[] = [];
   const A = (): Cluster => front!;
@@ -71,9 +66,7 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
     await Promise.all([hostB.launch(), hostC.launch()]);
     await Promise.all([front.waitOnline(deadline), hostB.waitOnline(deadline), hostC.waitOnline(deadline)]);
     await front.waitServing(deadline);
-    toolTransport = await NatsTransport.connect({ url: nats.url, cluster: `mh${process.pid}`, name: 'multihost e2e tool' });
-    tool = new Endpoint(toolTransport, { mtype: toolMtype(), incarnation: newIncarnation(), maxBatchBytes: 4096 });
-    tool.start(() => {});
+    watch = await EpochWatch.open({ nats: { url: nats.url, cluster: `mh${process.pid}` } });
   });
 
   after(async function () {
@@ -81,8 +74,7 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
     const failed = this.test?.parent?.tests.some((t) => t.state === 'failed') ?? false;
     try {
       for (const cl of clients) await cl.destroy().catch(() => {});
-      await tool?.close().catch(() => {});
-      await toolTransport?.close().catch(() => {});
+      await watch?.close().catch(() => {});
       for (const c of [front, hostB, hostC]) {
         if (c && !c.stopped) await c.stop();
         if (c && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\n${c.label} logs:\n${c.finalLogs}\n`);
@@ -93,24 +85,9 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
     }
   });
 
-  async function gcStatus(): Promise<GcStatus | undefined> {
-    try {
-      const r = await tool!.request(MTYPE_GC, Kind.STATUS, EMPTY, 1500);
-      return r.status === Status.OK ? (decodePayload('status', r.payload) as unknown as GcStatus) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  async function gcUntil(what: string, timeoutMs: number, ok: (s: GcStatus) => boolean): Promise<{ status: GcStatus; ms: number }> {
-    const t0 = Date.now();
-    for (;;) {
-      const s = await gcStatus();
-      if (s && ok(s)) return { status: s, ms: Date.now() - t0 };
-      if (Date.now() - t0 > timeoutMs) throw new Error(`gc: ${what} not seen after ${timeoutMs} ms (last: ${JSON.stringify(s && { epoch: s.epoch, processes: s.processes, deaths: s.deaths })})`);
-      await sleep(50);
-    }
-  }
+  const gcStatus = (): Promise<GcStatus | undefined> => watch!.gcStatus<GcStatus>();
+  const gcUntil = (what: string, timeoutMs: number, ok: (s: GcStatus) => boolean): Promise<{ status: GcStatus; ms: number }> =>
+    watch!.gcUntil<GcStatus>(what, timeoutMs, ok, (s) => s && { epoch: s.epoch, processes: s.processes, deaths: s.deaths });
 
   /** The IPC and network namespaces of a pid (`/proc/PID/ns/*`). */
   const nsOf = (pid: number, kind: 'ipc' | 'net'): string => readlinkSync(`/proc/${pid}/ns/${kind}`);

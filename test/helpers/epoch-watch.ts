@@ -28,12 +28,13 @@ export class EpochWatch {
     private readonly me: number,
   ) {}
 
-  static async open(target: { mqKey: number; nats?: { url: string; cluster: string } }): Promise<EpochWatch> {
+  static async open(target: { mqKey?: number; nats?: { url: string; cluster: string } }): Promise<EpochWatch> {
     let transport: MessageTransport;
     let queue: SysvQueue | undefined;
     if (target.nats) {
       transport = await NatsTransport.connect({ url: target.nats.url, cluster: target.nats.cluster, name: 'epoch watch (test)', connectTimeoutMs: 5000 });
     } else {
+      if (target.mqKey === undefined) throw new Error('EpochWatch.open: give mqKey (SysV) or nats');
       queue = SysvQueue.open({ key: target.mqKey, create: false });
       transport = new SysvTransport(queue, { ...defaultSysvTransportOptions, backlogMessages: 1000, backlogBytes: 1 << 20 });
     }
@@ -50,6 +51,22 @@ export class EpochWatch {
       return r.status === Status.OK ? decodePayload('status', r.payload) : undefined;
     } catch {
       return undefined;
+    }
+  }
+
+  /** The collector's STATUS (1.5 s to answer), typed by the caller; undefined when it does not answer. */
+  async gcStatus<T = Record<string, unknown>>(): Promise<T | undefined> {
+    return (await this.status(MTYPE_GC, 1500)) as T | undefined;
+  }
+
+  /** Polls the collector's STATUS until `ok` holds; rejects after `timeoutMs`, naming `what`. */
+  async gcUntil<T = Record<string, unknown>>(what: string, timeoutMs: number, ok: (s: T) => boolean, show: (s: T | undefined) => unknown = (s) => s): Promise<{ status: T; ms: number }> {
+    const t0 = Date.now();
+    for (;;) {
+      const s = await this.gcStatus<T>();
+      if (s && ok(s)) return { status: s, ms: Date.now() - t0 };
+      if (Date.now() - t0 > timeoutMs) throw new Error(`gc: ${what} not seen after ${timeoutMs} ms (last: ${JSON.stringify(show(s))})`);
+      await sleep(50);
     }
   }
 
