@@ -5,7 +5,7 @@ import type { ChatClient } from '../helpers/chat-client';
 import { EpochWatch } from '../helpers/epoch-watch';
 import { Cluster, namesOnShard } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
-import { NetnsLab, netnsUnavailable, sweepStale } from '../helpers/netns';
+import { NetnsLab, tearDownHosts, netnsUnavailable, sweepStale } from '../helpers/netns';
 import { CLIENT_TIMEOUT_MS, findProblem } from './find-load';
 
 /**
@@ -79,17 +79,7 @@ describe('clock skew (e2e): host C\'s clock 3 s ahead (libfaketime), shards ther
   after(async function () {
     this.timeout(120_000);
     const failed = this.test?.parent?.tests.some((t) => t.state === 'failed') ?? false;
-    try {
-      for (const cl of clients) await cl.destroy().catch(() => {});
-      await watch?.close().catch(() => {});
-      for (const c of [front, ...hostsC]) {
-        if (c && !c.stopped) await c.stop();
-        if (c && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\n${c.label} logs:\n${c.finalLogs}\n`);
-      }
-    } finally {
-      await nats?.dispose();
-      lab?.destroy();
-    }
+    await tearDownHosts({ failed, clients, tool: watch, hosts: [front, ...hostsC], nats, lab });
   });
 
   /** Host C: two shards (0 and 1), every process `skewMs` ahead (3 s by default; negative: behind). */

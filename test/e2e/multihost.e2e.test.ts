@@ -4,7 +4,7 @@ import type { ChatClient } from '../helpers/chat-client';
 import { EpochWatch } from '../helpers/epoch-watch';
 import { Cluster, isAlive, namesOnShard, sleep } from '../helpers/cluster';
 import { NatsServer } from '../helpers/nats-server';
-import { NetnsLab, leftoverLinks, leftoverNamespaces, netnsUnavailable, sweepStale } from '../helpers/netns';
+import { NetnsLab, tearDownHosts, leftoverLinks, leftoverNamespaces, netnsUnavailable, sweepStale } from '../helpers/netns';
 import { expectEachReplyOnce } from './e2e-support';
 import { CLIENT_TIMEOUT_MS, type Character, describeOutcome, everyoneFoundWithin, concurrentFinds, expectEveryoneOnline, loginCharacters, underLoad } from './find-load';
 
@@ -72,17 +72,7 @@ describe('several hosts (e2e): chatD + gc on host A, shards on hosts B and C, ov
   after(async function () {
     this.timeout(120_000);
     const failed = this.test?.parent?.tests.some((t) => t.state === 'failed') ?? false;
-    try {
-      for (const cl of clients) await cl.destroy().catch(() => {});
-      await watch?.close().catch(() => {});
-      for (const c of [front, hostB, hostC]) {
-        if (c && !c.stopped) await c.stop();
-        if (c && (failed || process.env.E2E_SHOW_LOGS)) console.log(`\n${c.label} logs:\n${c.finalLogs}\n`);
-      }
-    } finally {
-      await nats?.dispose();
-      lab?.destroy();
-    }
+    await tearDownHosts({ failed, clients, tool: watch, hosts: [front, hostB, hostC], nats, lab });
   });
 
   const gcStatus = (): Promise<GcStatus | undefined> => watch!.gcStatus<GcStatus>();

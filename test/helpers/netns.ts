@@ -327,3 +327,29 @@ export function leftoverLinks(id: string): string[] {
     .map((l) => l.name)
     .filter((n) => n === `chb${id}` || n.startsWith(`chv${id}`));
 }
+
+/**
+ * The end of a multi-host suite, also when it failed: closes the clients and the tool, stops
+ * every host's cluster (printing its logs when a test failed or E2E_SHOW_LOGS is set), then
+ * kills the NATS server and removes the lab (namespaces, links, bridge).
+ */
+export async function tearDownHosts(parts: {
+  failed: boolean;
+  clients: readonly { destroy(): Promise<void> }[];
+  tool: { close(): Promise<void> } | undefined;
+  hosts: readonly ({ readonly stopped: boolean; readonly label: string; readonly finalLogs: string | undefined; stop(): Promise<void> } | undefined)[];
+  nats: { dispose(): Promise<void> } | undefined;
+  lab: NetnsLab | undefined;
+}): Promise<void> {
+  try {
+    for (const cl of parts.clients) await cl.destroy().catch(() => {});
+    await parts.tool?.close().catch(() => {});
+    for (const c of parts.hosts) {
+      if (c && !c.stopped) await c.stop();
+      if (c && (parts.failed || process.env.E2E_SHOW_LOGS)) console.log(`\n${c.label} logs:\n${c.finalLogs}\n`);
+    }
+  } finally {
+    await parts.nats?.dispose();
+    parts.lab?.destroy();
+  }
+}
