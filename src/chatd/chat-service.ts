@@ -232,7 +232,7 @@ export class ChatService implements ConnectionHandler, ReplySink<FindCall> {
   onReply(call: FindCall, status: number, body: Buffer, start: number, end: number, _from: number, fromIncarnation: number): void {
     let r: FindOutcome;
     try {
-      r = this.shards.findOutcome(status, body, start, end, call.key, call.shard, fromIncarnation);
+      r = this.shards.findOutcome(status, body, start, end, call.key, call.shard, fromIncarnation, call.name);
     } catch (err) {
       this.failFind(call, err);
       return;

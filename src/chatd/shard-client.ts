@@ -172,7 +172,7 @@ export class ShardClient {
    * A FIND reply's meaning, for the name whose directory key is `key`. Throws ClientError for
    * an error status, a malformed reply, or a reply about another name (never passed on).
    */
-  findOutcome(status: number, body: Buffer, start: number, end: number, key: string, shard?: number, fromIncarnation?: number): FindOutcome {
+  findOutcome(status: number, body: Buffer, start: number, end: number, key: string, shard?: number, fromIncarnation?: number, asked?: string): FindOutcome {
     if (shard !== undefined && fromIncarnation !== undefined) this.checkIncarnation(shard, fromIncarnation);
     if (status === Status.NOT_FOUND) return OFFLINE;
     if (status === Status.UNAVAILABLE) {
@@ -182,7 +182,9 @@ export class ShardClient {
     this.checkStatus(status);
     const hit = readFindReply(body, start, end);
     if (!hit) throw new ClientError(ClientErrorCode.INTERNAL, 'shard sent a malformed reply');
-    if (normalizeName(hit.name) !== key) throw new ClientError(ClientErrorCode.INTERNAL, 'shard answered for another name');
+    // The hit must be about the key asked. A hit named exactly as asked is (key = normalizeName(asked)):
+    // the common case, without normalizing again on the hot path.
+    if (hit.name !== asked && normalizeName(hit.name) !== key) throw new ClientError(ClientErrorCode.INTERNAL, 'shard answered for another name');
     return { online: true, name: hit.name, channel: hit.channel, owner: hit.owner, ownerInc: hit.ownerInc };
   }
 

@@ -32,6 +32,11 @@ describe('chatd - shard client: FIND outcomes', () => {
     }
     expect(err).to.be.instanceOf(ClientError);
     expect((err as ClientError).code).to.equal(ClientErrorCode.INTERNAL);
+    // The same with the name as asked given (chatD's hot path): still refused.
+    expect(() => client.findOutcome(Status.OK, r, 0, r.length, normalizeName('Warrior131'), undefined, undefined, 'Warrior131')).to.throw(ClientError, 'another name');
+    // A hit registered in another spelling of the name asked is the same character.
+    const other = reply('전사ABC', 2);
+    expect(client.findOutcome(Status.OK, other, 0, other.length, normalizeName('전사abc'), undefined, undefined, '전사abc')).to.deep.include({ online: true, name: '전사ABC', channel: 2 });
   });
 
   it('a reply from a shard incarnation the collector has not named is UNAVAILABLE (and asks for a fresh membership), even a NOT_FOUND', () => {
